@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <utility>
@@ -189,7 +190,8 @@ class HeaderParser final : public nlohmann::json_sax<Json> {
       dtype_ = *dtype;
       return true;
     }
-    return Fail(UnexpectedValue(depth_, absl::StrCat("the string ", Quote(value))));
+    return Fail(
+        UnexpectedValue(depth_, absl::StrCat("the string ", Quote(value))));
   }
   bool binary(binary_t& /*value*/) override { return Scalar("binary data"); }
 
@@ -241,7 +243,8 @@ class HeaderParser final : public nlohmann::json_sax<Json> {
           " (an entry has exactly \"dtype\", \"shape\", \"data_offsets\")")));
     }
     if (*seen) {
-      return Fail(TensorError(absl::StrCat("key ", Quote(key), " appears twice")));
+      return Fail(
+          TensorError(absl::StrCat("key ", Quote(key), " appears twice")));
     }
     *seen = true;
     field_ = field;
@@ -321,8 +324,8 @@ class HeaderParser final : public nlohmann::json_sax<Json> {
   // something else; `at` is the number of containers around the value.
   absl::Status UnexpectedValue(int at, absl::string_view what) const {
     if (at == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path_, ": header is ", what, ", not a JSON object"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path_, ": header is ", what, ", not a JSON object"));
     }
     if (at == 1) {
       if (in_metadata_) {
@@ -378,8 +381,8 @@ class HeaderParser final : public nlohmann::json_sax<Json> {
   bool ArrayInteger(int64_t value) {
     if (field_ == Field::kShape) {
       if (static_cast<int64_t>(shape_.size()) >= kMaxRank) {
-        return Fail(TensorError(absl::StrCat(
-            "shape has more than ", kMaxRank, " dimensions (the rank limit)")));
+        return Fail(TensorError(absl::StrCat("shape has more than ", kMaxRank,
+                                             " dimensions (the rank limit)")));
       }
       shape_.push_back(value);
       return true;
@@ -407,7 +410,8 @@ class HeaderParser final : public nlohmann::json_sax<Json> {
     }
     const int64_t begin = offsets_[0];
     const int64_t end = offsets_[1];
-    const std::string offsets = absl::StrCat("data_offsets [", begin, ", ", end, "]");
+    const std::string offsets =
+        absl::StrCat("data_offsets [", begin, ", ", end, "]");
     if (begin > end) {
       Fail(TensorError(absl::StrCat(offsets, " have begin after end")));
       return;
@@ -557,8 +561,9 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
   const int64_t size = st.st_size;
   if (size == 0) {
     return absl::DataLossError(absl::StrCat(
-        path, ": empty file (a safetensors file starts with an 8-byte header "
-              "length)"));
+        path,
+        ": empty file (a safetensors file starts with an 8-byte header "
+        "length)"));
   }
   if (size < kLengthFieldBytes) {
     return absl::DataLossError(
@@ -587,13 +592,14 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
         after_length, " bytes follow the length field"));
   }
 
-  void* map = ::mmap(nullptr, static_cast<size_t>(size), PROT_READ,
-                     MAP_PRIVATE, fd, 0);
+  void* map =
+      ::mmap(nullptr, static_cast<size_t>(size), PROT_READ, MAP_PRIVATE, fd, 0);
   if (map == MAP_FAILED) {
     return absl::ErrnoToStatus(errno, absl::StrCat("cannot mmap ", path));
   }
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
-  file->map_ = static_cast<const uint8_t*>(map);  // unmapped by ~SafetensorsFile
+  file->map_ =
+      static_cast<const uint8_t*>(map);  // unmapped by ~SafetensorsFile
   file->path_ = path;
   file->file_size_ = size;
   file->header_size_ = static_cast<int64_t>(header_size);
@@ -601,7 +607,16 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
   const int64_t data_size =
       size - kLengthFieldBytes - static_cast<int64_t>(header_size);
   HeaderParser parser(file->path_, data_size, limits);
-  const char* json = reinterpret_cast<const char*>(file->map_) + kLengthFieldBytes;
+  const char* json =
+      reinterpret_cast<const char*>(file->map_) + kLengthFieldBytes;
+  // nlohmann's lexer takes a NUL byte for the end of the input, which would
+  // let anything follow it unchecked. JSON text never contains a raw NUL
+  // (inside strings it must be escaped), so reject it up front.
+  if (const void* nul = std::memchr(json, '\0', header_size); nul != nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": header is not valid JSON: NUL byte at header offset ",
+        static_cast<const char*>(nul) - json));
+  }
   // Strict (nothing but whitespace after the object), no comments. The SAX
   // parser keeps its own explicit stack and reports errors through
   // parse_error instead of throwing.
@@ -699,8 +714,9 @@ absl::Status WriteFully(int fd, const void* data, int64_t size,
           errno, absl::StrCat(path, ": cannot write temporary file ", tmp));
     }
     if (n == 0) {
-      return absl::UnknownError(absl::StrCat(
-          path, ": cannot write temporary file ", tmp, ": write wrote nothing"));
+      return absl::UnknownError(absl::StrCat(path,
+                                             ": cannot write temporary file ",
+                                             tmp, ": write wrote nothing"));
     }
     p += n;
     size -= n;
@@ -753,8 +769,8 @@ absl::Status SafetensorsWriter::Add(std::string name, Tensor tensor) {
     status = absl::InvalidArgumentError(absl::StrCat(
         path_, ": tensor name ", Quote(name), " is not valid UTF-8"));
   } else if (names_.contains(name)) {
-    status = absl::InvalidArgumentError(absl::StrCat(
-        path_, ": tensor ", Quote(name), " added twice"));
+    status = absl::InvalidArgumentError(
+        absl::StrCat(path_, ": tensor ", Quote(name), " added twice"));
   }
   if (!status.ok()) {
     if (status_.ok()) status_ = status;
@@ -862,8 +878,8 @@ absl::Status SafetensorsWriter::Finish() {
   }
   // Make the rename durable. Best effort: the file is already in place, so a
   // failure here must not be reported as "path left untouched".
-  const int dir = ::open(DirName(path_).c_str(), O_RDONLY | O_DIRECTORY |
-                                                    O_CLOEXEC);
+  const int dir =
+      ::open(DirName(path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir >= 0) {
     ::fsync(dir);
     ::close(dir);
@@ -872,7 +888,8 @@ absl::Status SafetensorsWriter::Finish() {
 }
 
 absl::Status WriteSafetensors(
-    const std::string& path, std::vector<std::pair<std::string, Tensor>> tensors,
+    const std::string& path,
+    std::vector<std::pair<std::string, Tensor>> tensors,
     const std::map<std::string, std::string>& metadata) {
   SafetensorsWriter writer(path);
   for (auto& [name, tensor] : tensors) {

@@ -205,7 +205,8 @@ class SafetensorsWriter {
 // WriteSafetensors writes `tensors` (in order) and `metadata` to `path` with a
 // SafetensorsWriter.
 absl::Status WriteSafetensors(
-    const std::string& path, std::vector<std::pair<std::string, Tensor>> tensors,
+    const std::string& path,
+    std::vector<std::pair<std::string, Tensor>> tensors,
     const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace qcal
