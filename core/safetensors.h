@@ -77,8 +77,11 @@ struct SafetensorsLimits {
 
 // SafetensorsEntry describes one tensor of a safetensors file.
 struct SafetensorsEntry {
+  // name is the tensor's key in the header.
   std::string name;
+  // dtype is the element type ("dtype").
   DType dtype = DType::kF32;
+  // shape holds the dimensions ("shape"); empty for a 0-d tensor.
   Shape shape;
   // begin and end are byte offsets into the data region, end exclusive.
   int64_t begin = 0;
