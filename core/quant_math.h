@@ -435,6 +435,58 @@ QCAL_HD_INLINE float ShrinkFactor(int64_t i, double grid) {
   return static_cast<float>(1.0 - static_cast<double>(i) / grid);
 }
 
+// IsFiniteF is true for values other than NaN and +-Inf.
+QCAL_HD_INLINE bool IsFiniteF(float x) {
+  return (FloatToBits(x) & 0x7F800000u) != 0x7F800000u;
+}
+
+// CandidateParams returns the fake-quantization constants of the MSE
+// candidate [Round(p a), Round(p b)] of a unit with absolute range [a, b].
+template <FloatFormat F>
+QCAL_HD_INLINE FakeQuantParams CandidateParams(float a, float b, float p,
+                                               const QuantSpec& spec,
+                                               bool has_global_scale,
+                                               float global_scale) {
+  const float cmin = Round<F>(p * a);
+  const float cmax = Round<F>(p * b);
+  const ScalarQParams qp =
+      ComputeQParams<F>(cmin, cmax, spec, has_global_scale, global_scale);
+  return MakeFakeQuantParams(qp, has_global_scale, global_scale);
+}
+
+// kErrorSumLanes is the number of interleaved row accumulators of the MSE
+// error sum; see MseRequest in core/backend.h for the summation order.
+inline constexpr int kErrorSumLanes = 16;
+
+// RowErrorSum returns one row's error sum for one candidate in the canonical
+// order: column offset k accumulates into lane k % 16 (double, in column
+// order), then lanes 0..15 are added in order. Non-finite inputs are skipped
+// when `skip_nonfinite`.
+template <FloatFormat F, typename LoadFn>
+QCAL_HD_INLINE double RowErrorSum(LoadFn load, int64_t n,
+                                  const FakeQuantParams& p,
+                                  const QuantSpec& spec, float norm_exponent,
+                                  bool skip_nonfinite) {
+  double lanes[kErrorSumLanes];
+  for (int l = 0; l < kErrorSumLanes; ++l) lanes[l] = 0.0;
+  for (int64_t k = 0; k < n; ++k) {
+    const float x = load(k);
+    if (skip_nonfinite && !IsFiniteF(x)) continue;
+    lanes[k % kErrorSumLanes] += static_cast<double>(
+        ErrorTerm<F>(x, FakeQuantize<F>(x, p, spec), norm_exponent));
+  }
+  double sum = 0.0;
+  for (int l = 0; l < kErrorSumLanes; ++l) sum += lanes[l];
+  return sum;
+}
+
+// FinishErrorSum rounds a unit's double error sum as PyTorch's sum of an
+// F tensor ends: to float32, then to F.
+template <FloatFormat F>
+QCAL_HD_INLINE float FinishErrorSum(double sum) {
+  return Round<F>(static_cast<float>(sum));
+}
+
 }  // namespace qcal
 
 #endif  // QCAL_CORE_QUANT_MATH_H_

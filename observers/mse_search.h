@@ -1,0 +1,46 @@
+// The MSE observers' search (SPEC §7), shared by "mse" and "memoryless_mse".
+//
+// For every unit with absolute range [a, b] of the current observation, the
+// candidates are [Round(p a), Round(p b)] for p = 1 - i / grid,
+// i = 0 .. int(maxshrink * grid) - 1. A unit takes a candidate whose error is
+// strictly lower than its best so far (best starts at the format's largest
+// finite value; the chosen range starts as [1, 0], as the seed's ones/zeros).
+// Within one call (tensor id), if no unit improved at a step a shared counter
+// grows, otherwise it resets; at `patience` the call stops.
+//
+// The backend evaluates candidates for all still-running calls in chunks of
+// patience + 1 steps, reading each unit's data once per chunk; the stopping
+// rule is then replayed step by step on the computed errors, so the result is
+// exactly that of the step-by-step algorithm (extra candidates evaluated past
+// a stop are ignored).
+#ifndef QCAL_OBSERVERS_MSE_SEARCH_H_
+#define QCAL_OBSERVERS_MSE_SEARCH_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "observers/observer.h"
+
+namespace qcal {
+
+// MseSearchOptions are the search's kwargs.
+struct MseSearchOptions {
+  double maxshrink = 0.2;
+  int64_t patience = 5;
+  double grid = 100.0;
+  double norm = 2.4;
+};
+
+// ReadMseSearchOptions reads maxshrink, patience, grid and norm from `kwargs`
+// with SPEC §7's ranges.
+absl::StatusOr<MseSearchOptions> ReadMseSearchOptions(KwargsReader& kwargs);
+
+// MseSearch writes each unit's chosen [min, max] into min_out / max_out
+// (grid order) for every unit of every call of `obs`.
+absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
+                       absl::Span<float> min_out, absl::Span<float> max_out);
+
+}  // namespace qcal
+
+#endif  // QCAL_OBSERVERS_MSE_SEARCH_H_

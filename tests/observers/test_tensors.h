@@ -1,0 +1,33 @@
+// Tensor helpers for observer tests: build tensors of any observable dtype
+// from float values, random tensors, and decode any tensor to floats.
+#ifndef QCAL_TESTS_OBSERVERS_TEST_TENSORS_H_
+#define QCAL_TESTS_OBSERVERS_TEST_TENSORS_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace qcal {
+namespace testing_util {
+
+// MakeTensor builds a tensor of `dtype` (F32/F16/BF16/I32/I64) whose
+// elements are `values` rounded to the dtype.
+Tensor MakeTensor(DType dtype, absl::Span<const int64_t> shape,
+                  const std::vector<float>& values);
+
+// RandomTensor fills a tensor with normal(0, scale) values, deterministic in
+// `seed`, plus a few outliers when `outliers`.
+Tensor RandomTensor(DType dtype, absl::Span<const int64_t> shape,
+                    uint32_t seed, float scale = 1.0f, bool outliers = false);
+
+// ToFloats decodes every element of a contiguous CPU tensor of any dtype.
+std::vector<float> ToFloats(const TensorView& view);
+
+// SameBits is true when two tensors have equal dtype, shape and bytes.
+bool SameBits(const TensorView& a, const TensorView& b);
+
+}  // namespace testing_util
+}  // namespace qcal
+
+#endif  // QCAL_TESTS_OBSERVERS_TEST_TENSORS_H_
