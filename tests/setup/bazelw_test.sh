@@ -90,6 +90,15 @@ run build --config=fuzz //x || fail "fuzz install failed"
 grep -q "install -y -q --no-install-recommends clang libclang-rt-14-dev" "$work/log" \
   || fail "fuzz config did not install clang: $(cat "$work/log")"
 
+# 7. On CI, --config=ci follows the command word, after startup options.
+setup all 0
+CI=true run --output_base=/tmp/ob test //a || fail "CI run failed"
+grep -qx "bazel --output_base=/tmp/ob test --config=ci //a" "$work/log" \
+  || fail "CI config misplaced: $(cat "$work/log")"
+: > "$work/log"
+CI=true run version || fail "CI version failed"
+grep -qx "bazel version" "$work/log" || fail "CI changed a non-build command: $(cat "$work/log")"
+
 rm -rf "$work"
 if ((failures)); then echo "$failures failure(s)"; exit 1; fi
 echo "all bazelw checks passed"
