@@ -3,6 +3,7 @@
 
 Usage:
   python3 tests/reference/compare_tools.py --calibrate=PATH --token_count=PATH [--quick]
+  python3 tests/reference/compare_tools.py --observer_driver=bazel-bin/tests/reference/observer_driver
       [--filter=REGEX] [--workdir=DIR] [--seed=N] [--gparam_mode=spec|pytorch]
       [--mse_c1_shortcut] [--max_details=N]
 
@@ -145,6 +146,7 @@ CAL_ARGS = {
     "int4_block_3x5_string": {"num_bits": 4, "strategy": "block", "block_structure": "3x5"},
     "int4_tensor_group16_asym": {"num_bits": 4, "strategy": "tensor_group", "group_size": 16, "symmetric": False},
     "int8_tensor_group32_sym": {"num_bits": 8, "strategy": "tensor_group", "group_size": 32},
+    "int12_tensor_group16_asym": {"num_bits": 12, "strategy": "tensor_group", "group_size": 16, "symmetric": False},
     "fp8_tensor": {"num_bits": 8, "type": "float"},
     "fp8_channel_asym": {"num_bits": 8, "type": "float", "strategy": "channel", "symmetric": False},
     "fp8_group16": {"num_bits": 8, "type": "float", "group_size": 16},
@@ -162,7 +164,8 @@ CAL_ARGS = {
                                 "observer_kwargs": {"norm": 3.0}},
 }
 QUICK_CAL_ARGS = ("int8_tensor_asym", "int8_channel_sym", "int4_group32_asym", "int16_channel_asym",
-                  "int8_token_asym", "int8_block_4x16_asym", "int4_tensor_group16_asym", "fp8_channel_asym",
+                  "int8_token_asym", "int8_block_4x16_asym", "int4_tensor_group16_asym", "int12_tensor_group16_asym",
+                  "fp8_channel_asym",
                   "fp8_block_8x32_asym", "fp4_tensor_group16", "fp4_group16_no_global",
                   "args_observer_mse_norm3")
 
@@ -221,6 +224,11 @@ def _arg_flags(scheme=None, args=None, observer=None, kwargs=None):
     return flags
 
 
+def _token_inputs(args_json):
+    """Batches whose token counts vary only where every unit layout allows it."""
+    return "batches_varying" if R.parse_args(args_json).strategy == "tensor" else "batches"
+
+
 def build_cases(quick):
     cases = []
     threads = [1, 2, 3]
@@ -248,7 +256,7 @@ def build_cases(quick):
                 args=CAL_ARGS[key], observer=obs, kwargs=kw)
     for key in (QUICK_TOK_ARGS if quick else sorted(TOK_ARGS)):
         a = TOK_ARGS[key]
-        inputs = "batches_varying" if a.get("strategy", "tensor") == "tensor" else "batches"
+        inputs = _token_inputs(a)
         for obs in observers:
             add("token_count/args=%s/%s" % (key, obs), "token_count", args=a, observer=obs, input_key=inputs)
     add("token_count/scheme=NVFP4/minmax", "token_count", scheme="NVFP4", input_key="batches")
@@ -256,7 +264,7 @@ def build_cases(quick):
         for key in (("int8_tensor_asym", "fp4_tensor_group16") if quick else
                     ("int8_tensor_asym", "int8_token_asym", "fp4_tensor_group16", "int4_group16_asym")):
             a = TOK_ARGS[key]
-            inputs = "batches_varying" if a.get("strategy", "tensor") == "tensor" else "batches"
+            inputs = _token_inputs(a)
             add("token_count/args=%s/%s%s" % (key, obs, json.dumps(kw, sort_keys=True)), "token_count",
                 args=a, observer=obs, kwargs=kw, input_key=inputs)
     # Error cases (SPEC §11 exit codes; the output must stay untouched).
@@ -363,9 +371,9 @@ def run_case(case, tool_path, files, workdir, options, index):
     with open(out_path, "wb") as f:
         f.write(sentinel)
     if case.tool == "calibrate":
-        cmd = [tool_path, "--input=" + files[case.input_key]]
+        cmd = list(tool_path) + ["--input=" + files[case.input_key]]
     else:
-        cmd = [tool_path, "--inputs=" + ",".join(files[case.input_key]), "--format=json"]
+        cmd = list(tool_path) + ["--inputs=" + ",".join(files[case.input_key]), "--format=json"]
     cmd += ["--output=" + out_path] + case.flags
     try:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600)
@@ -471,8 +479,9 @@ def summarize(results, max_details, out=None):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--calibrate", required=True, help="path of the calibrate binary")
-    p.add_argument("--token_count", required=True, help="path of the token_count binary")
+    p.add_argument("--calibrate", help="path of the calibrate binary")
+    p.add_argument("--token_count", help="path of the token_count binary")
+    p.add_argument("--observer_driver", help="instead of the tools: tests/reference:observer_driver")
     p.add_argument("--quick", action="store_true", help="a smaller set of cases")
     p.add_argument("--filter", default=None, help="only cases whose name matches this regex")
     p.add_argument("--workdir", default=None, help="keep inputs/outputs here (default: a temp dir, removed)")
@@ -489,8 +498,17 @@ def main(argv=None):
         for c in cases:
             print(c.name, " ".join(c.flags))
         return 0
-    tools = {"calibrate": ns.calibrate, "token_count": ns.token_count}
-    for name, path in tools.items():
+    if ns.observer_driver:
+        paths = {"observer_driver": ns.observer_driver}
+        tools = {"calibrate": [ns.observer_driver, "calibrate"],
+                 "token_count": [ns.observer_driver, "token_count"]}
+    elif ns.calibrate and ns.token_count:
+        paths = {"calibrate": ns.calibrate, "token_count": ns.token_count}
+        tools = {"calibrate": [ns.calibrate], "token_count": [ns.token_count]}
+    else:
+        sys.stderr.write("compare_tools: give --calibrate and --token_count (or --observer_driver)\n")
+        return 2
+    for name, path in paths.items():
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
             sys.stderr.write("compare_tools: --%s=%s is not an executable file\n" % (name, path))
             return 2

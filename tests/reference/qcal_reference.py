@@ -27,14 +27,18 @@ D4  Conversions to float8_e4m3fn round to nearest even; like c10's
     to +-448 first this never happens; it can for §10's storage of an fp4 scale
     computed without a global scale (max/6 > 464).
 D5  Fake quantization with a global scale follows PyTorch type promotion:
-    `s' = float32(s) / g` is float32, so `x / s'`, the clamp, the rounding, the
-    dequantization, `fq(x) - x`, `|e|`, `|e|^norm` and the error sum are float32
-    even for f16/bf16 observed tensors. `zp.to(x.dtype)` in the quantize step is
-    rounded to the observed dtype before the float32 add; in the dequantize step
-    the zero point is converted to float32 directly (`zp.to(scale.dtype)`).
+    `s' = float32(s) / g` is float32, so `x / s'`, the clamp, the rounding to
+    the grid and the dequantization `(q - zp) * s'` are float32 (the quantized
+    value q is not rounded to the observed dtype: compressed-tensors'
+    vectorized group path passes _quantize's float32 result straight to
+    _dequantize). `zp.to(x.dtype)` in the quantize step is rounded to the
+    observed dtype before the float32 add; in the dequantize step the zero
+    point is converted to float32 directly (`zp.to(scale.dtype)`). The group /
+    tensor_group path then casts the result to the observed dtype
+    (`output.to(output_dtype)`), so `fq(x) - x`, `|e|`, `|e|^norm` and the error
+    sum are in the observed dtype, as without a global scale.
 D6  The MSE `best` array has the observed dtype (`full_like(min, finfo.max)`);
-    storing a float32 error into it rounds to that dtype, and later comparisons
-    `err < best` compare the float32 error with the rounded best.
+    storing an error into it keeps it in that dtype.
 D7  `|e|^norm`: the exponent is converted to the tensor's dtype for f16/bf16
     (2.4 -> 2.40625 bf16, 2.400390625 f16); float32 uses float32(norm) - see
     `_pow_exponent`. Exponents 2 (x*x), 3 (x*x*x, rounded after each product)
@@ -563,8 +567,7 @@ def generate_gparam(mn, mx, dt, mode="spec"):
 def fake_quantize(x, scale, zp, args, dt, global_scale=None):
     """Fake quantization of x ([U, E]) with per-unit scale/zp ([U, 1]) (SPEC §6).
 
-    Returns (dequantized values, compute dtype) - the compute dtype is float32
-    with a global scale (D5), else dt.
+    Returns the dequantized values, values of dt (D5).
     """
     q_min, q_max = args.q_range()
     x = np.asarray(x, np.float32)
@@ -588,7 +591,7 @@ def fake_quantize(x, scale, zp, args, dt, global_scale=None):
     else:
         q = fp4_round(clamped)
     dq = mul(sub(q, zp_c, cdt), sp, cdt)
-    return dq, cdt
+    return rnd(dq, dt)
 
 
 # ----------------------------------------------------------------------------
@@ -850,12 +853,12 @@ def mse_search(units, args, dt, global_scale, maxshrink, patience, grid, norm):
         smax = mul(p, amax, dt)
         s, zp, _ = calculate_qparams(smin, smax, args, dt, global_scale)
         zp_col = ZeroPoint(zp.kind, np.asarray(zp.values).reshape(-1, 1))
-        dq, cdt = fake_quantize(units, s.reshape(-1, 1), zp_col, args, dt, global_scale)
-        e = np.abs(sub(dq, units, cdt))
-        err = sum_rows(pow_scalar(e, norm, cdt), cdt)
+        dq = fake_quantize(units, s.reshape(-1, 1), zp_col, args, dt, global_scale)
+        e = np.abs(sub(dq, units, dt))
+        err = sum_rows(pow_scalar(e, norm, dt), dt)
         tmp = err < best
         if tmp.any():
-            best[tmp] = rnd(err[tmp], dt)
+            best[tmp] = err[tmp]
             min_val[tmp] = smin[tmp]
             max_val[tmp] = smax[tmp]
             no_improve = 0

@@ -318,8 +318,7 @@ class FakeQuantTest(unittest.TestCase):
         a = args(num_bits=8)
         zp = R.ZeroPoint("i8", np.zeros((1, 1), np.int64))
         x = f32([[1.0, -1.0, 0.5, 2.0, 0.00390625]])
-        dq, cdt = R.fake_quantize(x, f32([[1 / 64]]), zp, a, F32)
-        self.assertEqual(cdt, F32)
+        dq = R.fake_quantize(x, f32([[1 / 64]]), zp, a, F32)
         # 0.5*64 = 32; 2*64 = 128 -> clamp 127; 0.25 -> 0.
         np.testing.assert_array_equal(dq, f32([[1.0, -1.0, 0.5, 127 / 64, 0.0]]))
 
@@ -327,12 +326,24 @@ class FakeQuantTest(unittest.TestCase):
         a = args(num_bits=4, type="float", strategy="tensor_group", group_size=16)
         zp = R.ZeroPoint("f8", np.zeros((1, 1), np.float32))
         x = R.rnd(f32([[0.3, -0.7, 1.1]]), BF16)
-        dq, cdt = R.fake_quantize(x, f32([[448.0]]), zp, a, BF16, np.float32(1344.0))
-        self.assertEqual(cdt, F32)
-        # s' = 448/1344 = 1/3 (float32); x/s' then the fp4 table, * s'.
+        dq = R.fake_quantize(x, f32([[448.0]]), zp, a, BF16, np.float32(1344.0))
+        # s' = 448/1344 = 1/3 (float32); x/s' then the fp4 table, * s' in
+        # float32; the group path's output is cast back to bf16.
         sp = np.float32(448) / np.float32(1344)
-        want = R.fp4_round(x / sp) * sp
-        np.testing.assert_array_equal(dq, want.astype(np.float32))
+        want = R.rnd(R.fp4_round(x / sp) * sp, BF16)
+        np.testing.assert_array_equal(dq, want)
+        self.assertNotEqual(float((R.fp4_round(x / sp) * sp)[0, 0]), float(dq[0, 0]))
+
+    def test_global_scale_int_quantized_value_not_rounded(self):
+        # int12 asymmetric with a global scale: q = x / s' + zp is float32 and
+        # is dequantized without a bf16 rounding in between (D5). s' =
+        # float32(1 / 257): x / s' rounds to 257, q = 1257 (not a bf16 value,
+        # which would be 1256), dequantized 257 * s' ~ 1 -> bf16 1.0 (with q
+        # rounded to bf16 it would be 256 * s' -> 0.99609375).
+        a = args(num_bits=12, symmetric=False, strategy="tensor_group", group_size=16)
+        zp = R.ZeroPoint("i16", np.full((1, 1), 1000, np.int64))
+        dq = R.fake_quantize(f32([[1.0]]), f32([[1.0]]), zp, a, BF16, np.float32(257.0))
+        self.assertEqual(float(dq[0, 0]), 1.0)
 
 
 class MseTest(unittest.TestCase):
