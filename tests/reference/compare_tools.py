@@ -106,6 +106,17 @@ def make_batches(rng, varying):
     return batches
 
 
+def make_gidx_weights(rng):
+    """(weights, {name: g_idx}) for activation ordering (observer_driver only)."""
+    w, gi = {}, {}
+    for name, dt, rows, cols, gs in (("gidx.a.weight", F32, 8, 64, 16), ("gidx.b.weight", BF16, 5, 37, 16),
+                                     ("gidx.c.weight", F16, 3, 48, 16)):
+        w[name] = (dt, _as(dt, rng.standard_normal((rows, cols)) * rng.choice([0.1, 1.0, 5.0], (rows, cols))))
+        sizes = [min(gs, cols - k * gs) for k in range(-(-cols // gs))]
+        gi[name] = rng.permutation(np.repeat(np.arange(len(sizes)), sizes)).astype(np.int32)
+    return w, gi
+
+
 def write_tensors(path, tensors):
     st_io.write(path, {n: st_io.from_array(dt, x) for n, (dt, x) in tensors.items()})
 
@@ -190,6 +201,10 @@ TOK_ARGS = {
     "fp8_block_4x16": {"num_bits": 8, "type": "float", "strategy": "block", "block_structure": [4, 16]},
     "fp8_tensor": {"num_bits": 8, "type": "float"},
 }
+GIDX_ARGS = {
+    "int4_group16_asym": {"num_bits": 4, "group_size": 16, "symmetric": False, "actorder": "group"},
+    "fp4_tensor_group16": {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16},
+}
 QUICK_TOK_ARGS = ("int8_tensor_asym", "int8_token_asym", "fp4_tensor_group16", "int4_tensor_group16_asym")
 TOK_KWARGS = [("minmax", {"averaging_constant": 0.5}), ("minmax", {"averaging_constant": 1.0}),
               ("mse", {"averaging_constant": 0.5, "norm": 3.0}), ("mse", {"averaging_constant": 1.0})]
@@ -267,6 +282,11 @@ def build_cases(quick):
             inputs = _token_inputs(a)
             add("token_count/args=%s/%s%s" % (key, obs, json.dumps(kw, sort_keys=True)), "token_count",
                 args=a, observer=obs, kwargs=kw, input_key=inputs)
+    # Activation ordering through the observer_driver's g_idx extension.
+    for key in ("int4_group16_asym", "fp4_tensor_group16"):
+        for obs in (("minmax", "mse") if quick else observers):
+            add("driver_gidx/args=%s/%s" % (key, obs), "calibrate", args=GIDX_ARGS[key], observer=obs,
+                input_key="weights_gidx")
     # Error cases (SPEC §11 exit codes; the output must stay untouched).
     add("error/calibrate/unknown_scheme", "calibrate", scheme="W3A16", expect_rc=2)
     add("error/calibrate/unknown_observer", "calibrate", scheme="W8A16", observer="nope", expect_rc=2)
@@ -352,13 +372,13 @@ class Result(object):
         self.seconds = 0.0
 
 
-def reference_for(case, inputs, options):
+def reference_for(case, inputs, options, g_idx=None):
     """Expected ({name: (st, shape, raw)}, counts or None) of a case."""
     args, observer, kwargs = R.resolve_tool_args(
         scheme=case.scheme, args_json=None if case.args is None else json.dumps(case.args),
         observer=case.observer, observer_kwargs=None if case.kwargs is None else json.dumps(case.kwargs))
     if case.tool == "calibrate":
-        return R.calibrate(inputs, args, observer, kwargs, **options), None
+        return R.calibrate(inputs, args, observer, kwargs, g_idx=g_idx, **options), None
     counts, out = R.token_count(inputs, args, observer, kwargs, **options)
     return out, counts
 
@@ -396,8 +416,8 @@ def run_case(case, tool_path, files, workdir, options, index):
         return res
     inputs = files["data"][case.input_key]
     try:
-        expected, counts = reference_for(case, inputs, options)
-    except (R.ReferenceError, NotImplementedError) as e:
+        expected, counts = reference_for(case, inputs, options, files["gidx"] if case.input_key == "weights_gidx" else None)
+    except (R.QcalError, NotImplementedError) as e:
         res.mismatches.append(Mismatch(case.name, "<reference>", "reference error",
                                        "%s: %s (tool exited 0)" % (type(e).__name__, e)))
         res.seconds = time.time() - t0
@@ -430,6 +450,16 @@ def prepare_inputs(workdir, seed):
     write_tensors(path, make_weights(rng))
     files["weights"] = path
     files["data"]["weights"] = read_observable(path)
+    w, gi = make_gidx_weights(rng)
+    path = os.path.join(workdir, "weights_gidx.safetensors")
+    tensors = {n: st_io.from_array(dt, x) for n, (dt, x) in w.items()}
+    for n, g in gi.items():
+        tensors[n + "_g_idx"] = ("I32", [len(g)], R.encode_values(g, "I32"))
+    st_io.write(path, tensors)
+    files["weights_gidx"] = path
+    files["data"]["weights_gidx"] = read_observable(path)
+    files["gidx"] = {n: st_io.decode(*t) for n, t in st_io.read(path)[0].items() if n.endswith("_g_idx")}
+    files["gidx"] = {n[:-len("_g_idx")]: g for n, g in files["gidx"].items()}
     bad = make_weights(np.random.default_rng(seed + 1))
     x = bad["model.layers.0.mlp.down_proj.weight"][1].copy()
     x[3, 17] = np.nan
@@ -492,6 +522,9 @@ def main(argv=None):
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     ns = p.parse_args(argv)
     cases = build_cases(ns.quick)
+    if not ns.observer_driver:
+        # g_idx is not in the calibrate CLI: only the driver takes it.
+        cases = [c for c in cases if not c.name.startswith("driver_")]
     if ns.filter:
         cases = [c for c in cases if re.search(ns.filter, c.name)]
     if ns.list:
@@ -512,7 +545,7 @@ def main(argv=None):
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
             sys.stderr.write("compare_tools: --%s=%s is not an executable file\n" % (name, path))
             return 2
-    workdir = ns.workdir or tempfile.mkdtemp(prefix="qcal_compare_")
+    workdir = ns.workdir or tempfile.mkdtemp(prefix="qcal_compare_", dir=os.environ.get("TEST_TMPDIR"))
     os.makedirs(workdir, exist_ok=True)
     options = {"gparam_mode": ns.gparam_mode, "mse_c1_shortcut": ns.mse_c1_shortcut}
     try:

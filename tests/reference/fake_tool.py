@@ -43,12 +43,14 @@ def main(argv):
         return 2
     try:
         if tool == "calibrate":
-            out = R.calibrate(read_observable(flags["input"]), args, observer, kwargs)
+            raw, _ = st_io.read(flags["input"])
+            g_idx = {n[:-len("_g_idx")]: st_io.decode(*t) for n, t in raw.items() if n.endswith("_g_idx")}
+            out = R.calibrate(read_observable(flags["input"]), args, observer, kwargs, g_idx=g_idx)
             counts = None
         else:
             batches = [read_observable(p) for p in flags["inputs"].split(",")]
             counts, out = R.token_count(batches, args, observer, kwargs)
-    except (R.ReferenceError, NotImplementedError, OSError, st_io.FormatError) as e:
+    except (R.QcalError, NotImplementedError, OSError, st_io.FormatError) as e:
         sys.stderr.write("%s: %s\n" % (tool, e))
         return 1
     if "corrupt" in flags and flags["corrupt"] in out:

@@ -9,7 +9,9 @@
 //       (--scheme=S | --args=JSON) [--observer=NAME] [--observer_kwargs=JSON]
 //
 // Only the flags the comparison harness uses are implemented (default
-// targets: names ending in ".weight"; 2-D F32/F16/BF16 tensors). Storage per
+// targets: names ending in ".weight"; 2-D F32/F16/BF16 tensors). One
+// extension over `calibrate`: an I32/I64 tensor "<name>_g_idx" in the input is
+// passed as the g_idx of weight <name> (activation ordering). Storage per
 // SPEC §10: fp4 scales are narrowed with FloatToE4m3fnBits. Exit codes: 0
 // success, 2 usage error, 1 runtime error; on error the output is untouched.
 #include <algorithm>
@@ -173,8 +175,15 @@ absl::Status Calibrate(const Flags& flags) {
       g = gs;
       obs->Reset();
     }
-    QCAL_ASSIGN_OR_RETURN(const QParams* qp,
-                          obs->GetQParams(x.view(), nullptr, g));
+    Tensor g_idx;
+    const SafetensorsEntry* gi = file->Find(e->name + "_g_idx");
+    if (gi != nullptr) {
+      QCAL_ASSIGN_OR_RETURN(g_idx, Load(*file, *gi));
+    }
+    TensorView g_idx_view = g_idx.view();
+    QCAL_ASSIGN_OR_RETURN(
+        const QParams* qp,
+        obs->GetQParams(x.view(), gi != nullptr ? &g_idx_view : nullptr, g));
     QCAL_RETURN_IF_ERROR(AddQParams(e->name, *qp, args, g, &out));
   }
   std::map<std::string, std::string> meta = {
