@@ -1,0 +1,341 @@
+#include "tools/calibrate_lib.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/element_access.h"
+#include "core/layout.h"
+#include "core/parallel.h"
+#include "core/quant_math.h"
+#include "core/safetensors.h"
+#include "core/status_macros.h"
+#include "observers/observer.h"
+#include "tools/device_upload.h"
+
+namespace qcal {
+
+// --------------------------------------------------------------- statistics
+
+absl::StatusOr<TensorStats> ComputeTensorStats(
+    const TensorView& x, const QParams& qparams,
+    std::optional<float> global_scale, const QuantizationArgs& args,
+    int threads) {
+  QCAL_ASSIGN_OR_RETURN(FloatFormat format, FloatFormatOf(x.dtype()));
+  if (qparams.scale.dtype() != x.dtype()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scale dtype ", DTypeName(qparams.scale.dtype()),
+        " differs from the tensor's ", DTypeName(x.dtype())));
+  }
+  QCAL_ASSIGN_OR_RETURN(
+      Tensor fq, FakeQuantizeTensor(x, qparams.scale.view(),
+                                    qparams.zero_point.view(), args,
+                                    global_scale));
+  QCAL_ASSIGN_OR_RETURN(TensorView x2d, View2DForStrategy(x, args));
+  QCAL_ASSIGN_OR_RETURN(TileGrid grid, TileGridForStrategy(x2d, args));
+  QCAL_ASSIGN_OR_RETURN(ZeroPointKind zp_kind,
+                        ZeroPointKindOf(qparams.zero_point.dtype()));
+  const QuantSpec spec = MakeQuantSpec(args);
+  const int64_t units = grid.num_units();
+
+  TensorStats stats;
+  std::vector<FakeQuantParams> unit_params(units);
+  DispatchFormat(format, [&](auto f) {
+    constexpr FloatFormat F = decltype(f)::value;
+    stats.scale_min = std::numeric_limits<float>::infinity();
+    stats.scale_max = -std::numeric_limits<float>::infinity();
+    for (int64_t u = 0; u < units; ++u) {
+      ScalarQParams qp;
+      qp.scale = LoadAs<F>(qparams.scale.data(), u);
+      qp.zero_point = LoadZeroPoint(qparams.zero_point.data(), u, zp_kind);
+      stats.scale_min = std::min(stats.scale_min, qp.scale);
+      stats.scale_max = std::max(stats.scale_max, qp.scale);
+      unit_params[u] = MakeFakeQuantParams(qp, global_scale.has_value(),
+                                           global_scale.value_or(1.0f));
+    }
+  });
+
+  // Per-row partial results, combined in row order, so that the numbers do
+  // not depend on the thread count.
+  const int64_t rows = grid.rows, cols = grid.cols;
+  std::vector<double> signal(rows, 0.0), noise(rows, 0.0);
+  std::vector<int64_t> clipped(rows, 0), finite(rows, 0);
+  const void* xd = x2d.data();
+  const void* fd = fq.data();
+  ParallelFor(
+      rows, ResolveThreads(threads), std::max<int64_t>(1, 65536 / (cols + 1)),
+      [&](int64_t begin, int64_t end) {
+        DispatchFormat(format, [&](auto f) {
+          constexpr FloatFormat F = decltype(f)::value;
+          for (int64_t r = begin; r < end; ++r) {
+            const int64_t ti = r / grid.tile_rows;
+            double s = 0.0, n = 0.0;
+            int64_t c_clipped = 0, c_finite = 0;
+            for (int64_t tj = 0; tj < grid.grid_cols(); ++tj) {
+              const FakeQuantParams& p = unit_params[ti * grid.grid_cols() + tj];
+              for (int64_t c = grid.col_begin(tj); c < grid.col_end(tj); ++c) {
+                const int64_t i = r * cols + c;
+                const float v = LoadAs<F>(xd, i);
+                if (!IsFiniteF(v)) continue;
+                ++c_finite;
+                const double e = static_cast<double>(v) - LoadAs<F>(fd, i);
+                s += static_cast<double>(v) * v;
+                n += e * e;
+                const float q = QuantizeToGrid<F>(v, p, spec);
+                if (q == spec.q_min || q == spec.q_max) ++c_clipped;
+              }
+            }
+            signal[r] = s;
+            noise[r] = n;
+            clipped[r] = c_clipped;
+            finite[r] = c_finite;
+          }
+        });
+      });
+  double total_signal = 0.0, total_noise = 0.0;
+  for (int64_t r = 0; r < rows; ++r) {
+    total_signal += signal[r];
+    total_noise += noise[r];
+    stats.clipped += clipped[r];
+    stats.finite += finite[r];
+  }
+  if (total_noise == 0.0) {
+    stats.sqnr_db = std::numeric_limits<double>::infinity();
+  } else if (total_signal == 0.0) {
+    stats.sqnr_db = -std::numeric_limits<double>::infinity();
+  } else {
+    stats.sqnr_db = 10.0 * std::log10(total_signal / total_noise);
+  }
+  return stats;
+}
+
+namespace {
+
+// One target tensor, with its summary once calibrated.
+struct Target {
+  const SafetensorsEntry* entry;
+  TensorStats stats;
+};
+
+// Column widths of the summary table.
+struct Columns {
+  size_t name = 6;
+  size_t shape = 5;
+};
+
+std::string FormatSqnr(double db) {
+  if (std::isinf(db)) return db > 0 ? "inf" : "-inf";
+  return absl::StrFormat("%.2f", db);
+}
+
+void PrintRow(std::ostream& out, const Columns& cols, const std::string& name,
+              const std::string& shape, const std::string& dtype,
+              const std::string& scales, const std::string& sqnr,
+              const std::string& clipped) {
+  out << absl::StrFormat("%-*s  %-*s  %-5s  %-23s  %8s  %8s\n", cols.name,
+                         name, cols.shape, shape, dtype, scales, sqnr,
+                         clipped);
+}
+
+// Calibrates one tensor: observes it with a fresh observer, adds its qparams
+// to `writer` and fills in its statistics.
+absl::Status CalibrateTensor(const SafetensorsFile& file,
+                             const SafetensorsEntry& entry,
+                             const QuantizationArgs& args, Device device,
+                             const CalibrateOptions& options,
+                             SafetensorsWriter& writer, TensorStats* stats) {
+  TensorView host = file.View(entry);
+  Tensor aligned;
+  if (!IsAlignedFor(host)) {
+    QCAL_ASSIGN_OR_RETURN(aligned, Tensor::CopyOf(host));
+    host = aligned.view();
+  }
+  TensorView observed = host;
+  DeviceCopy device_copy;
+  if (device != Device::kCpu) {
+    DeviceUploadFn upload = FindDeviceUpload(device);
+    if (upload == nullptr) {
+      return absl::InternalError("no device upload for the chosen backend");
+    }
+    QCAL_ASSIGN_OR_RETURN(device_copy, upload(host));
+    observed = device_copy.view;
+  }
+  QCAL_ASSIGN_OR_RETURN(std::unique_ptr<Observer> observer,
+                        CreateObserver("", args));
+  ObserveOptions observe;
+  observe.nonfinite = options.allow_nonfinite ? NonFinitePolicy::kSkip
+                                              : NonFinitePolicy::kError;
+  observe.exec.threads = options.threads;
+  observe.tensor_name = entry.name;
+  observer->set_options(observe);
+
+  std::optional<float> global_scale;
+  if (args.strategy_or_tensor() == Strategy::kTensorGroup) {
+    // SPEC §11: the global scale first, then a reset, then the qparams with
+    // it (as llmcompressor calibrates NVFP4 weights).
+    QCAL_ASSIGN_OR_RETURN(global_scale, observer->GetGParam(observed));
+    observer->Reset();
+  }
+  QCAL_ASSIGN_OR_RETURN(const QParams* qparams,
+                        observer->GetQParams(observed, nullptr, global_scale));
+  if (qparams == nullptr) {
+    return absl::InternalError("the observer returned no qparams");
+  }
+  QCAL_ASSIGN_OR_RETURN(
+      auto stored, StoredQParams(entry.name, *qparams, global_scale, args));
+  for (auto& [name, tensor] : stored) {
+    QCAL_RETURN_IF_ERROR(writer.Add(name, std::move(tensor)));
+  }
+  QCAL_ASSIGN_OR_RETURN(*stats, ComputeTensorStats(host, *qparams,
+                                                   global_scale, args,
+                                                   options.threads));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+ToolResult RunCalibrate(const CalibrateOptions& options, std::ostream& out,
+                        std::ostream& err) {
+  const auto start = std::chrono::steady_clock::now();
+  // ---- Usage checks: everything the flags alone decide.
+  const bool use_sample = options.input.empty();
+  absl::StatusOr<ResolvedArgs> resolved = ResolveArgs(
+      options.args, use_sample ? kCalibrateDefaultScheme : "");
+  if (!resolved.ok()) return ToolResult::Usage(resolved.status());
+  const QuantizationArgs& args = resolved->args;
+  absl::StatusOr<NameFilter> filter =
+      NameFilter::Create(options.targets, options.ignore);
+  if (!filter.ok()) return ToolResult::Usage(filter.status());
+  absl::StatusOr<Device> device = ResolveBackend(options.backend);
+  if (!device.ok()) return ToolResult::Usage(device.status());
+  if (absl::Status s = CheckThreads(options.threads); !s.ok()) {
+    return ToolResult::Usage(s);
+  }
+  if (options.output.empty()) {
+    return ToolResult::Usage(
+        absl::InvalidArgumentError("--output: the output path is empty"));
+  }
+  const std::string output = ResolveUserPath(options.output, options.base_dir);
+
+  // ---- The input.
+  std::string input;
+  if (use_sample) {
+    if (options.sample_path.empty()) {
+      return ToolResult::Runtime(absl::NotFoundError(absl::StrCat(
+          "no --input given and the bundled sample checkpoint is missing: ",
+          options.sample_error.message())));
+    }
+    input = options.sample_path;
+  } else {
+    input = ResolveUserPath(options.input, options.base_dir);
+  }
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> opened =
+      SafetensorsFile::Open(input);
+  if (!opened.ok()) return ToolResult::Runtime(opened.status());
+  const SafetensorsFile& file = **opened;
+
+  // ---- Targets: 2-D float tensors whose names the filter selects.
+  std::vector<Target> targets;
+  std::vector<std::string> skipped;
+  int64_t total_bytes = 0;
+  for (const SafetensorsEntry& entry : file.entries()) {
+    if (!filter->Selects(entry.name)) continue;
+    if (!IsObservableDType(entry.dtype) || entry.shape.size() != 2) {
+      skipped.push_back(absl::StrCat(entry.name, " (", DTypeName(entry.dtype),
+                                     " ", ShapeToString(entry.shape), ")"));
+      continue;
+    }
+    if (entry.shape[0] == 0 || entry.shape[1] == 0) {
+      skipped.push_back(
+          absl::StrCat(entry.name, " (empty ", ShapeToString(entry.shape),
+                       ": nothing to observe)"));
+      continue;
+    }
+    targets.push_back({&entry, {}});
+    total_bytes += entry.end - entry.begin;
+  }
+  if (targets.empty()) {
+    return ToolResult::Usage(absl::InvalidArgumentError(absl::StrCat(
+        "--targets='", options.targets, "'",
+        options.ignore.empty() ? ""
+                               : absl::StrCat(" --ignore='", options.ignore,
+                                              "'"),
+        " select no non-empty 2-D F32/F16/BF16 tensor of ", input)));
+  }
+
+  out << "input     " << input << (use_sample ? "  (bundled sample)" : "")
+      << "\n";
+  out << "args      " << resolved->source << ": " << args.ToJson() << "\n";
+  out << "observer  " << *args.observer << "  (backend "
+      << DeviceName(*device) << ", threads "
+      << (options.threads == 0 ? std::string("all")
+                               : absl::StrCat(options.threads))
+      << ")\n\n";
+  Columns cols;
+  for (const Target& t : targets) {
+    cols.name = std::max(cols.name, t.entry->name.size());
+    cols.shape = std::max(cols.shape, ShapeToString(t.entry->shape).size());
+  }
+  PrintRow(out, cols, "tensor", "shape", "dtype", "scale min..max", "SQNR dB",
+           "clipped");
+  out.flush();
+
+  // ---- One tensor at a time.
+  SafetensorsWriter writer(output);
+  for (const auto& [key, value] : QParamsMetadata(args, "calibrate")) {
+    writer.SetMetadata(key, value);
+  }
+  ProgressBar progress(err, options.progress, total_bytes);
+  int64_t done_bytes = 0;
+  for (Target& target : targets) {
+    const SafetensorsEntry& entry = *target.entry;
+    progress.Update(done_bytes, entry.name);
+    absl::Status status = CalibrateTensor(file, entry, args, *device, options,
+                                          writer, &target.stats);
+    // The tensor's pages are not needed again either way.
+    (void)file.ReleasePages(entry.name);
+    if (!status.ok()) {
+      progress.Clear();
+      return ToolResult::Runtime(
+          WithTensorContext(status, input, entry.name));
+    }
+    done_bytes += entry.end - entry.begin;
+    progress.Clear();
+    const TensorStats& s = target.stats;
+    PrintRow(out, cols, entry.name, ShapeToString(entry.shape),
+             std::string(DTypeName(entry.dtype)),
+             absl::StrFormat("%.4g..%.4g", s.scale_min, s.scale_max),
+             FormatSqnr(s.sqnr_db),
+             absl::StrFormat("%.3f%%", 100.0 * s.clipped_fraction()));
+    out.flush();
+  }
+  progress.Clear();
+
+  // ---- The output, atomically.
+  if (absl::Status s = writer.Finish(); !s.ok()) {
+    return ToolResult::Runtime(s);
+  }
+  const double seconds = std::chrono::duration<double>(
+                             std::chrono::steady_clock::now() - start)
+                             .count();
+  out << "\n";
+  if (!skipped.empty()) {
+    out << "skipped   " << skipped.size()
+        << " selected tensors that are not non-empty 2-D F32/F16/BF16: "
+        << absl::StrJoin(skipped, ", ") << "\n";
+  }
+  out << "wrote     " << output << "  (qparams of " << targets.size()
+      << " tensors)\n";
+  out << absl::StrFormat("time      %.2f s, peak RSS %s\n", seconds,
+                         FormatBytes(PeakRssBytes()));
+  return ToolResult::Ok();
+}
+
+}  // namespace qcal
