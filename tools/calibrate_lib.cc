@@ -1,5 +1,9 @@
 #include "tools/calibrate_lib.h"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -24,6 +28,21 @@ namespace qcal {
 
 // --------------------------------------------------------------- statistics
 
+namespace {
+
+// kStatsChunkElements is the size of the row chunks the statistics work in:
+// each chunk is fake-quantized on its own, so the extra memory is one chunk
+// per thread, not a copy of the tensor.
+constexpr int64_t kStatsChunkElements = 1 << 20;
+
+// The rows [begin, end) of the qparams tensor `t` (shape [grid_rows, ...]).
+absl::StatusOr<TensorView> QParamRows(const Tensor& t, int64_t begin,
+                                      int64_t end) {
+  return t.view().Narrow(0, begin, end - begin);
+}
+
+}  // namespace
+
 absl::StatusOr<TensorStats> ComputeTensorStats(
     const TensorView& x, const QParams& qparams,
     std::optional<float> global_scale, const QuantizationArgs& args,
@@ -34,71 +53,122 @@ absl::StatusOr<TensorStats> ComputeTensorStats(
         "scale dtype ", DTypeName(qparams.scale.dtype()),
         " differs from the tensor's ", DTypeName(x.dtype())));
   }
-  QCAL_ASSIGN_OR_RETURN(
-      Tensor fq, FakeQuantizeTensor(x, qparams.scale.view(),
-                                    qparams.zero_point.view(), args,
-                                    global_scale));
   QCAL_ASSIGN_OR_RETURN(TensorView x2d, View2DForStrategy(x, args));
   QCAL_ASSIGN_OR_RETURN(TileGrid grid, TileGridForStrategy(x2d, args));
   QCAL_ASSIGN_OR_RETURN(ZeroPointKind zp_kind,
                         ZeroPointKindOf(qparams.zero_point.dtype()));
   const QuantSpec spec = MakeQuantSpec(args);
   const int64_t units = grid.num_units();
+  if (qparams.scale.numel() != units || qparams.zero_point.numel() != units) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "qparams ", qparams.scale.view().DebugString(), " do not fit ",
+        x.DebugString(), " (", units, " units)"));
+  }
 
   TensorStats stats;
-  std::vector<FakeQuantParams> unit_params(units);
+  stats.scale_min = std::numeric_limits<float>::infinity();
+  stats.scale_max = -std::numeric_limits<float>::infinity();
   DispatchFormat(format, [&](auto f) {
     constexpr FloatFormat F = decltype(f)::value;
-    stats.scale_min = std::numeric_limits<float>::infinity();
-    stats.scale_max = -std::numeric_limits<float>::infinity();
     for (int64_t u = 0; u < units; ++u) {
-      ScalarQParams qp;
-      qp.scale = LoadAs<F>(qparams.scale.data(), u);
-      qp.zero_point = LoadZeroPoint(qparams.zero_point.data(), u, zp_kind);
-      stats.scale_min = std::min(stats.scale_min, qp.scale);
-      stats.scale_max = std::max(stats.scale_max, qp.scale);
-      unit_params[u] = MakeFakeQuantParams(qp, global_scale.has_value(),
-                                           global_scale.value_or(1.0f));
+      const float scale = LoadAs<F>(qparams.scale.data(), u);
+      stats.scale_min = std::min(stats.scale_min, scale);
+      stats.scale_max = std::max(stats.scale_max, scale);
     }
   });
+  const bool has_g = global_scale.has_value();
+  const float g = global_scale.value_or(1.0f);
+
+  // Chunks of whole tile rows (any rows for the single-unit tensor
+  // strategy; the whole tensor when x is not 2-D, whose qparams need not be
+  // row-major in x2d's rows).
+  const int64_t rows = grid.rows, cols = grid.cols;
+  const bool single_unit = units == 1;
+  const bool chunked = x.rank() == 2 || single_unit;
+  const int64_t align = single_unit ? 1 : grid.tile_rows;
+  int64_t chunk_rows = rows;
+  if (chunked && cols > 0) {
+    chunk_rows = std::max<int64_t>(
+        align, (kStatsChunkElements / cols) / align * align);
+  }
+  const int64_t chunks = rows > 0 ? (rows + chunk_rows - 1) / chunk_rows : 0;
 
   // Per-row partial results, combined in row order, so that the numbers do
-  // not depend on the thread count.
-  const int64_t rows = grid.rows, cols = grid.cols;
+  // not depend on the thread count or the chunking.
   std::vector<double> signal(rows, 0.0), noise(rows, 0.0);
   std::vector<int64_t> clipped(rows, 0), finite(rows, 0);
-  const void* xd = x2d.data();
-  const void* fd = fq.data();
-  ParallelFor(
-      rows, ResolveThreads(threads), std::max<int64_t>(1, 65536 / (cols + 1)),
-      [&](int64_t begin, int64_t end) {
-        DispatchFormat(format, [&](auto f) {
-          constexpr FloatFormat F = decltype(f)::value;
-          for (int64_t r = begin; r < end; ++r) {
-            const int64_t ti = r / grid.tile_rows;
-            double s = 0.0, n = 0.0;
-            int64_t c_clipped = 0, c_finite = 0;
-            for (int64_t tj = 0; tj < grid.grid_cols(); ++tj) {
-              const FakeQuantParams& p = unit_params[ti * grid.grid_cols() + tj];
-              for (int64_t c = grid.col_begin(tj); c < grid.col_end(tj); ++c) {
-                const int64_t i = r * cols + c;
-                const float v = LoadAs<F>(xd, i);
-                if (!IsFiniteF(v)) continue;
-                ++c_finite;
-                const double e = static_cast<double>(v) - LoadAs<F>(fd, i);
-                s += static_cast<double>(v) * v;
-                n += e * e;
-                const float q = QuantizeToGrid<F>(v, p, spec);
-                if (q == spec.q_min || q == spec.q_max) ++c_clipped;
-              }
+  std::vector<absl::Status> chunk_status(chunks);
+  ParallelFor(chunks, ResolveThreads(threads), 1, [&](int64_t begin,
+                                                      int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t r0 = k * chunk_rows;
+      const int64_t r1 = std::min(rows, r0 + chunk_rows);
+      absl::StatusOr<Tensor> fq;
+      if (!chunked || chunks == 1) {
+        fq = FakeQuantizeTensor(x, qparams.scale.view(),
+                                qparams.zero_point.view(), args, global_scale);
+      } else {
+        absl::StatusOr<TensorView> xs = x2d.Narrow(0, r0, r1 - r0);
+        absl::StatusOr<TensorView> ss, zs;
+        if (single_unit) {
+          ss = qparams.scale.view();
+          zs = qparams.zero_point.view();
+        } else {
+          // Units of rows [r0, r1) are the qparam rows [r0, r1) / tile_rows.
+          const int64_t g0 = r0 / grid.tile_rows;
+          const int64_t g1 = (r1 + grid.tile_rows - 1) / grid.tile_rows;
+          ss = QParamRows(qparams.scale, g0, g1);
+          zs = QParamRows(qparams.zero_point, g0, g1);
+        }
+        if (!xs.ok() || !ss.ok() || !zs.ok()) {
+          chunk_status[k] = !xs.ok() ? xs.status()
+                            : !ss.ok() ? ss.status()
+                                       : zs.status();
+          continue;
+        }
+        fq = FakeQuantizeTensor(*xs, *ss, *zs, args, global_scale);
+      }
+      if (!fq.ok()) {
+        chunk_status[k] = fq.status();
+        continue;
+      }
+      const void* xd = x2d.data();
+      const void* fd = fq->data();
+      DispatchFormat(format, [&](auto f) {
+        constexpr FloatFormat F = decltype(f)::value;
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t ti = r / grid.tile_rows;
+          double s = 0.0, n = 0.0;
+          int64_t c_clipped = 0, c_finite = 0;
+          for (int64_t tj = 0; tj < grid.grid_cols(); ++tj) {
+            const int64_t u = ti * grid.grid_cols() + tj;
+            ScalarQParams qp;
+            qp.scale = LoadAs<F>(qparams.scale.data(), u);
+            qp.zero_point =
+                LoadZeroPoint(qparams.zero_point.data(), u, zp_kind);
+            const FakeQuantParams p = MakeFakeQuantParams(qp, has_g, g);
+            for (int64_t c = grid.col_begin(tj); c < grid.col_end(tj); ++c) {
+              const int64_t i = r * cols + c;
+              const float v = LoadAs<F>(xd, i);
+              if (!IsFiniteF(v)) continue;
+              ++c_finite;
+              const double e =
+                  static_cast<double>(v) - LoadAs<F>(fd, i - r0 * cols);
+              s += static_cast<double>(v) * v;
+              n += e * e;
+              const float q = QuantizeToGrid<F>(v, p, spec);
+              if (q == spec.q_min || q == spec.q_max) ++c_clipped;
             }
-            signal[r] = s;
-            noise[r] = n;
-            clipped[r] = c_clipped;
-            finite[r] = c_finite;
           }
-        });
+          signal[r] = s;
+          noise[r] = n;
+          clipped[r] = c_clipped;
+          finite[r] = c_finite;
+        }
       });
+    }
+  });
+  for (const absl::Status& s : chunk_status) QCAL_RETURN_IF_ERROR(s);
   double total_signal = 0.0, total_noise = 0.0;
   for (int64_t r = 0; r < rows; ++r) {
     total_signal += signal[r];
@@ -118,6 +188,14 @@ absl::StatusOr<TensorStats> ComputeTensorStats(
 
 namespace {
 
+// Returns freed heap memory to the operating system where the C library
+// can (glibc's malloc_trim).
+void ReleaseFreedHeapMemory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
+
 // One target tensor, with its summary once calibrated.
 struct Target {
   const SafetensorsEntry* entry;
@@ -129,6 +207,13 @@ struct Columns {
   size_t name = 6;
   size_t shape = 5;
 };
+
+// The clipped fraction as a percentage; "<0.001%" for a non-zero fraction
+// that would print as zero.
+std::string FormatClipped(double fraction) {
+  if (fraction > 0.0 && fraction < 1e-5) return "<0.001%";
+  return absl::StrFormat("%.3f%%", 100.0 * fraction);
+}
 
 std::string FormatSqnr(double db) {
   if (std::isinf(db)) return db > 0 ? "inf" : "-inf";
@@ -270,8 +355,11 @@ ToolResult RunCalibrate(const CalibrateOptions& options, std::ostream& out,
         " select no non-empty 2-D F32/F16/BF16 tensor of ", input)));
   }
 
-  out << "input     " << input << (use_sample ? "  (bundled sample)" : "")
-      << "\n";
+  if (use_sample) {
+    out << "input     the bundled sample checkpoint (//tools:sample_model)\n";
+  } else {
+    out << "input     " << input << "\n";
+  }
   out << "args      " << resolved->source << ": " << args.ToJson() << "\n";
   out << "observer  " << *args.observer << "  (backend "
       << DeviceName(*device) << ", threads "
@@ -299,8 +387,12 @@ ToolResult RunCalibrate(const CalibrateOptions& options, std::ostream& out,
     progress.Update(done_bytes, entry.name);
     absl::Status status = CalibrateTensor(file, entry, args, *device, options,
                                           writer, &target.stats);
-    // The tensor's pages are not needed again either way.
+    // The tensor's pages are not needed again either way, nor is the heap
+    // memory its observation used: glibc keeps freed blocks below its
+    // (adaptive) mmap threshold in the heap, which would let the resident
+    // set grow to the largest working set seen plus fragmentation.
     (void)file.ReleasePages(entry.name);
+    ReleaseFreedHeapMemory();
     if (!status.ok()) {
       progress.Clear();
       return ToolResult::Runtime(
@@ -313,7 +405,7 @@ ToolResult RunCalibrate(const CalibrateOptions& options, std::ostream& out,
              std::string(DTypeName(entry.dtype)),
              absl::StrFormat("%.4g..%.4g", s.scale_min, s.scale_max),
              FormatSqnr(s.sqnr_db),
-             absl::StrFormat("%.3f%%", 100.0 * s.clipped_fraction()));
+             FormatClipped(s.clipped_fraction()));
     out.flush();
   }
   progress.Clear();
@@ -328,8 +420,8 @@ ToolResult RunCalibrate(const CalibrateOptions& options, std::ostream& out,
   out << "\n";
   if (!skipped.empty()) {
     out << "skipped   " << skipped.size()
-        << " selected tensors that are not non-empty 2-D F32/F16/BF16: "
-        << absl::StrJoin(skipped, ", ") << "\n";
+        << " selected tensors that are not non-empty 2-D F32/F16/BF16:\n";
+    for (const std::string& name : skipped) out << "          " << name << "\n";
   }
   out << "wrote     " << output << "  (qparams of " << targets.size()
       << " tensors)\n";

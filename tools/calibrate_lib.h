@@ -6,8 +6,11 @@
 // target is observed by a fresh observer, its qparams are kept (they are
 // small), its summary statistics are computed, and its pages are released
 // before the next one, so the resident set stays near one weight's working
-// set (the mapped weight, an aligned copy when the mapping is misaligned, and
-// the fake-quantized copy the statistics need).
+// set: the mapped weight (plus an aligned copy when the mapping is
+// misaligned for its dtype), the observer's per-unit statistics, and one
+// fake-quantized row chunk (about 1M elements) per thread for the summary
+// statistics. The qparams of all tensors are held until the output is
+// written (they are a small fraction of the weights).
 #ifndef QCAL_TOOLS_CALIBRATE_LIB_H_
 #define QCAL_TOOLS_CALIBRATE_LIB_H_
 
@@ -84,8 +87,9 @@ struct TensorStats {
 
 // ComputeTensorStats computes the statistics of `x` (contiguous, CPU, of an
 // observable dtype) quantized with `qparams` (as an observer returns them,
-// scales in x's dtype) and `global_scale` under `args`. `threads` as
-// --threads.
+// scales in x's dtype) and `global_scale` under `args`. A 2-D `x` is
+// fake-quantized in row chunks of whole units, in parallel on `threads`
+// threads (as --threads); the results do not depend on either.
 absl::StatusOr<TensorStats> ComputeTensorStats(
     const TensorView& x, const QParams& qparams,
     std::optional<float> global_scale, const QuantizationArgs& args,

@@ -19,6 +19,7 @@
 // compiler; the build runs it from a genrule.
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <utility>
 #include <vector>
@@ -269,6 +270,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "make_sample: give --output (and no positional "
                          "arguments); see --help\n");
     return 2;
+  }
+  // Under `bazel run`, a relative --output is relative to the invoking
+  // directory.
+  const char* base = std::getenv("BUILD_WORKING_DIRECTORY");
+  if (base != nullptr && !FLAGS_output.empty() && FLAGS_output[0] != '/') {
+    FLAGS_output = std::string(base) + "/" + FLAGS_output;
   }
   absl::Status status;
   if (FLAGS_kind == "model") {

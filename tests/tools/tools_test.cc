@@ -467,7 +467,7 @@ TEST(CalibrateTest, BundledSampleWritesIntoTheWorkingDirectory) {
   const std::string cwd = NewTempDir();
   ToolRun run = RunTool(Calibrate(), {}, cwd, {{"BUILD_WORKING_DIRECTORY", ""}});
   ASSERT_EQ(run.exit_code, 0) << Describe(run);
-  EXPECT_THAT(run.out, HasSubstr("(bundled sample)"));
+  EXPECT_THAT(run.out, HasSubstr("input     the bundled sample checkpoint (//tools:sample_model)"));
   EXPECT_THAT(run.out, HasSubstr("scheme W4A16"));
   EXPECT_THAT(run.out, HasSubstr("model.layers.1.mlp.experts.3.down_proj.weight"));
   absl::StatusOr<std::unique_ptr<SafetensorsFile>> file =
