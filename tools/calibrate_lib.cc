@@ -147,17 +147,24 @@ absl::StatusOr<TensorStats> ComputeTensorStats(
             qp.zero_point =
                 LoadZeroPoint(qparams.zero_point.data(), u, zp_kind);
             const FakeQuantParams p = MakeFakeQuantParams(qp, has_g, g);
+            // Dequantization is monotonic in q, so an element whose q is an
+            // edge has the edge's dequantized value; only elements with that
+            // value need their q computed.
+            const float edge_lo = DequantizeFromGrid<F>(spec.q_min, p);
+            const float edge_hi = DequantizeFromGrid<F>(spec.q_max, p);
             for (int64_t c = grid.col_begin(tj); c < grid.col_end(tj); ++c) {
               const int64_t i = r * cols + c;
               const float v = LoadAs<F>(xd, i);
               if (!IsFiniteF(v)) continue;
               ++c_finite;
-              const double e =
-                  static_cast<double>(v) - LoadAs<F>(fd, i - r0 * cols);
+              const float fq = LoadAs<F>(fd, i - r0 * cols);
+              const double e = static_cast<double>(v) - fq;
               s += static_cast<double>(v) * v;
               n += e * e;
-              const float q = QuantizeToGrid<F>(v, p, spec);
-              if (q == spec.q_min || q == spec.q_max) ++c_clipped;
+              if (fq == edge_lo || fq == edge_hi) {
+                const float q = QuantizeToGrid<F>(v, p, spec);
+                if (q == spec.q_min || q == spec.q_max) ++c_clipped;
+              }
             }
           }
           signal[r] = s;
@@ -395,8 +402,8 @@ ToolResult RunCalibrate(const CalibrateOptions& options, std::ostream& out,
     ReleaseFreedHeapMemory();
     if (!status.ok()) {
       progress.Clear();
-      return ToolResult::Runtime(
-          WithTensorContext(status, input, entry.name));
+      return ToolResult::Runtime(WithNonFiniteHint(
+          WithTensorContext(status, input, entry.name)));
     }
     done_bytes += entry.end - entry.begin;
     progress.Clear();
@@ -424,7 +431,7 @@ ToolResult RunCalibrate(const CalibrateOptions& options, std::ostream& out,
     for (const std::string& name : skipped) out << "          " << name << "\n";
   }
   out << "wrote     " << output << "  (qparams of " << targets.size()
-      << " tensors)\n";
+      << (targets.size() == 1 ? " tensor)\n" : " tensors)\n");
   out << absl::StrFormat("time      %.2f s, peak RSS %s\n", seconds,
                          FormatBytes(PeakRssBytes()));
   return ToolResult::Ok();

@@ -39,7 +39,7 @@ DEFINE_bool(allow_nonfinite, false,
 namespace {
 
 constexpr char kUsage[] =
-    "calibrate: compute weight qparams of a safetensors checkpoint.\n"
+    "compute weight qparams of a safetensors checkpoint.\n"
     "\n"
     "  calibrate [--input=IN.safetensors] [--output=OUT.safetensors]\n"
     "            (--scheme=NAME | --args=JSON) [--observer=NAME]\n"
@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
     return qcal::kExitUsageError;
   }
   if (parse->help) {
-    qcal::PrintToolHelp(argv[0], kUsage, "tools/calibrate_main");
+    qcal::PrintToolHelp(argv[0], "tools/calibrate_main");
     return qcal::kExitOk;
   }
   qcal::CalibrateOptions options;

@@ -91,10 +91,7 @@ absl::StatusOr<FlagParse> ParseFlagsStrictly(int argc, char** argv) {
   return parse;
 }
 
-void PrintToolHelp(const char* argv0, absl::string_view usage,
-                   const char* flags_file) {
-  std::cout << usage << "\n";
-  std::cout.flush();
+void PrintToolHelp(const char* argv0, const char* flags_file) {
   gflags::ShowUsageWithFlagsRestrict(argv0, flags_file);
 }
 
@@ -333,6 +330,23 @@ absl::Status WithTensorContext(const absl::Status& status,
       absl::StrContains(status.message(), quoted)
           ? absl::StrCat(file, ": ", status.message())
           : absl::StrCat(file, ": tensor ", quoted, ": ", status.message());
+  return absl::Status(status.code(), message);
+}
+
+absl::Status WithNonFiniteHint(const absl::Status& status) {
+  if (status.ok() || !absl::StrContains(status.message(), "non-finite")) {
+    return status;
+  }
+  // The observers word the hint for library callers; name the flag instead.
+  const std::string kLibraryHint = "allow non-finite values to skip them";
+  const std::string kFlagHint = "pass --allow_nonfinite to skip them";
+  std::string message(status.message());
+  const size_t at = message.find(kLibraryHint);
+  if (at != std::string::npos) {
+    message.replace(at, kLibraryHint.size(), kFlagHint);
+  } else {
+    absl::StrAppend(&message, "; ", kFlagHint);
+  }
   return absl::Status(status.code(), message);
 }
 

@@ -73,10 +73,10 @@ struct FlagParse {
 // is a positional argument, hence an error).
 absl::StatusOr<FlagParse> ParseFlagsStrictly(int argc, char** argv);
 
-// PrintToolHelp writes `usage` and the descriptions of the flags defined in
-// source files whose path contains `flags_file` to stdout.
-void PrintToolHelp(const char* argv0, absl::string_view usage,
-                   const char* flags_file);
+// PrintToolHelp writes the usage message (gflags::SetUsageMessage) and the
+// descriptions of the flags defined in source files whose path contains
+// `flags_file` to stdout.
+void PrintToolHelp(const char* argv0, const char* flags_file);
 
 // ArgsFlags are the flags that choose the quantization args (SPEC §11).
 struct ArgsFlags {
@@ -175,6 +175,11 @@ std::map<std::string, std::string> QParamsMetadata(
 absl::Status WithTensorContext(const absl::Status& status,
                                absl::string_view file,
                                absl::string_view tensor);
+
+// WithNonFiniteHint makes an error about non-finite data name the flag that
+// skips such values ("pass --allow_nonfinite to skip them"); other errors are
+// returned unchanged.
+absl::Status WithNonFiniteHint(const absl::Status& status);
 
 // ProgressBar draws "[#####-----]  42%  1.2/3.0 GiB  ETA 0:05  NAME" on a
 // terminal, rewriting one line with '\r'. Nothing is drawn when disabled, nor

@@ -186,8 +186,8 @@ ToolResult RunTokenCount(const TokenCountOptions& options, std::ostream& out,
                                          *device, states[module]);
       (void)file.ReleasePages(entry->name);
       if (!status.ok()) {
-        return ToolResult::Runtime(
-            WithTensorContext(status, path, entry->name));
+        return ToolResult::Runtime(WithNonFiniteHint(
+            WithTensorContext(status, path, entry->name)));
       }
     }
   }

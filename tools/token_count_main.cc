@@ -38,7 +38,7 @@ DEFINE_bool(allow_nonfinite, false,
 namespace {
 
 constexpr char kUsage[] =
-    "token_count: tokens seen per module over calibration batches.\n"
+    "tokens seen per module over calibration batches.\n"
     "\n"
     "  token_count --inputs=B0.safetensors[,B1.safetensors...]\n"
     "              (--scheme=NAME | --args=JSON) [--observer=NAME]\n"
@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
     return qcal::kExitUsageError;
   }
   if (parse->help) {
-    qcal::PrintToolHelp(argv[0], kUsage, "tools/token_count_main");
+    qcal::PrintToolHelp(argv[0], "tools/token_count_main");
     return qcal::kExitOk;
   }
   qcal::TokenCountOptions options;

@@ -267,6 +267,21 @@ TEST(WithTensorContextTest, NamesFileAndTensorOnce) {
   EXPECT_TRUE(WithTensorContext(absl::OkStatus(), "f", "t").ok());
 }
 
+TEST(WithNonFiniteHintTest, OnlyForNonFiniteErrors) {
+  absl::Status s = WithNonFiniteHint(
+      absl::InvalidArgumentError("t has a non-finite value (nan)"));
+  EXPECT_EQ(s.message(),
+            "t has a non-finite value (nan); pass --allow_nonfinite to skip "
+            "them");
+  EXPECT_EQ(WithNonFiniteHint(
+                absl::InvalidArgumentError(
+                    "a non-finite value (allow non-finite values to skip them)"))
+                .message(),
+            "a non-finite value (pass --allow_nonfinite to skip them)");
+  EXPECT_EQ(WithNonFiniteHint(absl::DataLossError("short file")).message(),
+            "short file");
+}
+
 TEST(ProgressBarTest, FormatLine) {
   EXPECT_EQ(ProgressBar::FormatLine(512, 1024, 10.0, "a.weight", 100),
             "[############------------]  50%  512 B/1.0 KiB  ETA 0:10  "

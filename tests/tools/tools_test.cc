@@ -194,6 +194,7 @@ TEST_F(CalibrateErrorTest, NanInAWeightNamesFileTensorAndIndex) {
   EXPECT_THAT(run.err, HasSubstr(path));
   EXPECT_THAT(run.err, HasSubstr("'bad.weight'"));
   EXPECT_THAT(run.err, HasSubstr("[1, 1]"));
+  EXPECT_THAT(run.err, HasSubstr("--allow_nonfinite"));
 }
 
 TEST_F(CalibrateErrorTest, UsageErrors) {
