@@ -156,16 +156,15 @@ absl::StatusOr<ResolvedArgs> ResolveArgs(const ArgsFlags& flags,
   // can compute these args (asymmetric fp4 cannot).
   absl::StatusOr<std::unique_ptr<Observer>> observer = CreateObserver("", args);
   if (!observer.ok()) {
-    const char* flag = !flags.observer_kwargs.empty() &&
-                               observer.status().code() ==
-                                   absl::StatusCode::kInvalidArgument
-                           ? "--observer_kwargs"
-                       : !flags.observer.empty() &&
-                               observer.status().code() ==
-                                   absl::StatusCode::kNotFound
-                           ? "--observer"
-                       : has_args ? "--args"
-                                  : "--scheme";
+    // Blame the flag that most likely caused it.
+    const absl::StatusCode code = observer.status().code();
+    std::string flag = has_args ? "--args" : "--scheme";
+    if (code == absl::StatusCode::kNotFound && !flags.observer.empty()) {
+      flag = "--observer";
+    } else if (code == absl::StatusCode::kInvalidArgument &&
+               !flags.observer_kwargs.empty()) {
+      flag = "--observer_kwargs";
+    }
     return absl::InvalidArgumentError(
         absl::StrCat(flag, ": ", observer.status().message()));
   }
