@@ -299,9 +299,10 @@ QCAL_HD_INLINE float QuantizeToGrid(float x, const FakeQuantParams& p,
     // zero point is converted to x's dtype first (exact for fp8 zero points).
     float q = x / p.effective_scale + zp;
     q = ClampF(q, spec.q_min, spec.q_max);
-    // The quantized value is stored into an F-typed buffer before it is
-    // dequantized (exact for every grid value of fp4/fp8/int8).
-    return Round<F>(RoundToQuantGrid(q, spec.kind));
+    // The grid value stays float32 until dequantized (SPEC §6; the
+    // vectorised compressed-tensors path). Exact in F anyway for fp4, fp8 and
+    // int8 grids; only wide int grids in f16/bf16 would differ.
+    return RoundToQuantGrid(q, spec.kind);
   }
   float q = Round<F>(x / p.scale);
   q = Round<F>(q + zp);

@@ -288,7 +288,9 @@ absl::StatusOr<std::vector<std::pair<std::string, Tensor>>> StoredQParams(
       const float v = DispatchFormat(format, [&](auto f) {
         return LoadAs<decltype(f)::value>(qparams.scale.data(), i);
       });
-      dst[i] = FloatToE4m3fnBits(v);
+      // As compressed-tensors stores it: PyTorch's cast, where a scale beyond
+      // the fp8 range (only reachable without a global scale) becomes NaN.
+      dst[i] = FloatToE4m3fnBitsLikeTorch(v);
     }
   } else {
     QCAL_ASSIGN_OR_RETURN(scale, Tensor::CopyOf(qparams.scale.view()));
