@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # gpu_check.sh: the check to run on a machine with an NVIDIA GPU. Builds qcal
 # with -c opt, lists the CUDA devices, runs every test tagged "cuda" (without
-# cached results) and prints one line per test: target, result, and how many
-# test cases passed, skipped and failed.
+# cached results; among them the CPU-vs-CUDA parity suite
+# //tests/cuda:parity_test), runs the GPU benchmarks (cuda/bench/gpu_bench)
+# when a GPU is present, and prints one line per test (target, result, and
+# how many test cases passed, skipped and failed) and the benchmark summary
+# (min/max bandwidth as a fraction of the copy bandwidth, MSE search times).
+# QCAL_BENCH_MIN_TIME sets the seconds per benchmark case (default 0.2).
 #
 # Usage: tools/gpu_check.sh [--require-gpu]
 #
-# Exit status: 0 when every CUDA test passed; 1 when a build or a test failed;
+# Exit status: 0 when every CUDA test (and benchmark) passed; 1 when a build,
+# a test or a benchmark failed;
 # 2 when there is nothing to check (no CUDA toolkit, or QCAL_DISABLE_CUDA set);
 # 3 with --require-gpu when no GPU is usable. Without a GPU the device tests
 # skip themselves, which this script reports plainly.
@@ -17,7 +22,7 @@ for arg in "$@"; do
   case "$arg" in
     --require-gpu) require_gpu=1 ;;
     -h | --help)
-      sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -76,10 +81,22 @@ test_rc=${PIPESTATUS[0]}
 set -e
 
 # ----------------------------------------------------------------------------
-# GPU benchmarks go here, once there are any: run each benchmark binary built
-# above (cc_binary tags = ["benchmark"], -c opt) and add its lines to the table
-# or a table of its own. Nothing to run yet.
-# ----------------------------------------------------------------------------
+# GPU benchmarks (cuda/bench/gpu_bench, built above with -c opt): min/max
+# bandwidth against the device's copy bandwidth, MSE search times.
+bench_rc=0
+bench_summary=""
+if ((gpu_present)); then
+  section "GPU benchmarks (-c opt)"
+  bench_log=$(mktemp)
+  trap 'rm -f "$log" "$bench_log"' EXIT
+  set +e
+  "$bin_dir/cuda/bench/gpu_bench" --benchmark_min_time="${QCAL_BENCH_MIN_TIME:-0.2}" \
+    2>&1 | tee "$bench_log"
+  bench_rc=${PIPESTATUS[0]}
+  set -e
+  bench_summary=$(sed -n '/^=== GPU benchmark summary/,$p' "$bench_log")
+  if grep -q ' ERROR: ' <<<"$bench_summary"; then bench_rc=1; fi
+fi
 
 section "Summary"
 failures=0
@@ -121,9 +138,19 @@ for t in "${tests[@]}"; do
   printf '%-40s %-20s %s\n' "$t" "$result" "$counts"
 done
 
+if [[ -n "$bench_summary" ]]; then
+  echo
+  echo "$bench_summary" | sed 's/^=== //'
+fi
 if ((gpu_present == 0)); then
   echo
-  echo "NO GPU was present: the device test cases above were skipped, not run."
+  echo "NO GPU was present: the device test cases above were skipped, not run,"
+  echo "and the GPU benchmarks were not run."
+fi
+if ((bench_rc != 0)); then
+  echo
+  echo "gpu_check: the GPU benchmarks failed (exit $bench_rc or an ERROR line)"
+  failures=$((failures + 1))
 fi
 if ((failures > 0 || test_rc != 0)); then
   echo
