@@ -371,6 +371,8 @@ absl::Status CudaReducer::StageMse(const MseRequest& request,
   launch.norm_exponent = request.norm_exponent;
   launch.skip_nonfinite = request.nonfinite == NonFinitePolicy::kSkip;
   launch.sm_count = sm_count_;
+  launch.cand_groups =
+      internal_cuda::PlanMseCandGroups(launch.num_items, ncand, sm_count_);
   launch.errors = mse_errors_.data_as<float>();
   launch.row_sums = uniform_h == 1 ? nullptr : mse_row_sums_.data_as<double>();
   mse_launch_ = launch;

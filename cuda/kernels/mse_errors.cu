@@ -3,7 +3,9 @@
 // |fake_quant(x) - x|^norm in the canonical order, bit-identical to the CPU.
 //
 // Row kernel: a block of 256 threads is 16 teams of 16 lanes; a team takes
-// one item (a row of a listed unit); a block takes 16 consecutive items. The
+// one item (a row of a listed unit); a block takes 16 consecutive items and
+// one group of candidates (all of them unless the items are too few to fill
+// the GPU; see PlanMseCandGroups). The
 // block first computes CandidateParams<F> once for each of its units (at most
 // 16) and each candidate of the current batch of up to 8 into shared memory.
 // Lane l of a team then reads column offsets l, l + 16, ... of its row once
@@ -28,7 +30,8 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kTeams = kThreads / kMseTeam;  // items per block batch
 constexpr unsigned kFullMask = 0xFFFFFFFFu;
-static_assert(kTeams == 16, "a batch holds at most 16 distinct units");
+static_assert(kTeams == kMseTeamsPerBlock,
+              "a batch holds at most 16 distinct units");
 
 template <FloatFormat F>
 __global__ void __launch_bounds__(kThreads) MseRowKernel(MseLaunch a) {
@@ -40,13 +43,15 @@ __global__ void __launch_bounds__(kThreads) MseRowKernel(MseLaunch a) {
 
   const int team = threadIdx.x / kMseTeam;
   const int lane = threadIdx.x % kMseTeam;
-  const int64_t batches = (a.num_items + kTeams - 1) / kTeams;
+  const int64_t batches = MseNumBatches(a.num_items, a.cand_groups);
   const int64_t gc = a.grid.grid_cols();
   const bool direct = a.uniform_h == 1;
   // Every thread of the block runs the same iterations (the bound depends
   // only on blockIdx), so the barriers inside are reached by all.
   for (int64_t b = blockIdx.x; b < batches; b += gridDim.x) {
-    const int64_t item = b * kTeams + team;
+    const MseBatch batch =
+        MseBatchAt(b, a.num_items, a.num_cands, a.cand_groups);
+    const int64_t item = batch.item_begin + team;
     const bool active = item < a.num_items;
     int64_t i = 0, rr = 0;
     if (active) {
@@ -57,7 +62,7 @@ __global__ void __launch_bounds__(kThreads) MseRowKernel(MseLaunch a) {
     // Units of consecutive items are non-decreasing list positions, so the
     // batch's units are first_unit .. first_unit + slots - 1.
     const int64_t first_unit = s_unit[0];
-    int64_t last_team = a.num_items - 1 - b * kTeams;
+    int64_t last_team = a.num_items - 1 - batch.item_begin;
     if (last_team > kTeams - 1) last_team = kTeams - 1;
     const int slots = static_cast<int>(s_unit[last_team] - first_unit + 1);
 
@@ -77,9 +82,10 @@ __global__ void __launch_bounds__(kThreads) MseRowKernel(MseLaunch a) {
       return LoadAs<F>(data, row_base + k);
     };
 
-    for (int64_t cb = 0; cb < a.num_cands; cb += kMseCandBatch) {
-      const int count = a.num_cands - cb < kMseCandBatch
-                            ? static_cast<int>(a.num_cands - cb)
+    for (int64_t cb = batch.cand_begin; cb < batch.cand_end;
+         cb += kMseCandBatch) {
+      const int count = batch.cand_end - cb < kMseCandBatch
+                            ? static_cast<int>(batch.cand_end - cb)
                             : kMseCandBatch;
       for (int k = threadIdx.x; k < slots * count; k += kThreads) {
         const int s = k / count, c = k % count;
@@ -156,7 +162,7 @@ template <FloatFormat F>
 cudaError_t LaunchFor(const MseLaunch& a, cudaStream_t stream) {
   const int64_t sms = a.sm_count > 0 ? a.sm_count : 1;
   const int64_t row_blocks =
-      CappedBlocks((a.num_items + kTeams - 1) / kTeams, sms * 16);
+      CappedBlocks(MseNumBatches(a.num_items, a.cand_groups), sms * 16);
   MseRowKernel<F><<<static_cast<unsigned int>(row_blocks), kThreads, 0,
                     stream>>>(a);
   cudaError_t err = cudaGetLastError();
@@ -177,7 +183,9 @@ cudaError_t LaunchMseErrors(const MseLaunch& a, cudaStream_t stream) {
       a.unit_max == nullptr || a.shrink == nullptr || a.errors == nullptr ||
       a.num_items < a.num_units ||
       (a.uniform_h <= 0 && a.item_start == nullptr) ||
-      (a.uniform_h != 1 && a.row_sums == nullptr)) {
+      (a.uniform_h != 1 && a.row_sums == nullptr) ||
+      a.cand_groups.groups < 1 || a.cand_groups.per_group < 1 ||
+      a.cand_groups.groups * a.cand_groups.per_group < a.num_cands) {
     return cudaErrorInvalidValue;
   }
   switch (a.format) {

@@ -433,6 +433,71 @@ QCAL_HD_INLINE double CombineLaneSums(const double* lanes, int stride) {
   return sum;
 }
 
+// kMseTeamsPerBlock is the number of items one block of the row kernel takes
+// at a time (256 threads / kMseTeam).
+inline constexpr int kMseTeamsPerBlock = 16;
+
+// MseCandGroups splits the candidates into groups run by different teams:
+// with few items (e.g. a channel strategy's few long rows) one team per item
+// leaves most of the GPU idle, so each item gets `groups` teams of at most
+// `per_group` candidates (each group reads the item again). With enough
+// items, groups = 1: each item is read once for all candidates.
+struct MseCandGroups {
+  int64_t groups = 1;
+  int64_t per_group = 1;
+};
+
+// PlanMseCandGroups aims at about 4096 threads per SM (two waves of full
+// occupancy) before splitting.
+inline MseCandGroups PlanMseCandGroups(int64_t num_items, int64_t num_cands,
+                                       int sm_count) {
+  MseCandGroups g;
+  if (num_items <= 0 || num_cands <= 0) {
+    g.per_group = num_cands > 1 ? num_cands : 1;
+    return g;
+  }
+  const int64_t target_teams =
+      int64_t{sm_count > 0 ? sm_count : 1} * 4096 / kMseTeam;
+  int64_t groups = (target_teams + num_items - 1) / num_items;
+  if (groups > num_cands) groups = num_cands;
+  if (groups < 1) groups = 1;
+  g.per_group = (num_cands + groups - 1) / groups;
+  g.groups = (num_cands + g.per_group - 1) / g.per_group;
+  return g;
+}
+
+// MseBatch is one block iteration of the row kernel: items
+// [item_begin, item_begin + kMseTeamsPerBlock) (those < num_items) and
+// candidates [cand_begin, cand_end).
+struct MseBatch {
+  int64_t item_begin;
+  int64_t cand_begin;
+  int64_t cand_end;
+};
+
+// MseNumBatches is the number of block iterations: the item batches of every
+// candidate group. Batches run group-major, so that one batch has one
+// candidate range.
+QCAL_HD_INLINE int64_t MseNumBatches(int64_t num_items,
+                                     const MseCandGroups& g) {
+  return (num_items + kMseTeamsPerBlock - 1) / kMseTeamsPerBlock * g.groups;
+}
+
+// MseBatchAt returns batch `b` (0 <= b < MseNumBatches).
+QCAL_HD_INLINE MseBatch MseBatchAt(int64_t b, int64_t num_items,
+                                   int64_t num_cands, const MseCandGroups& g) {
+  const int64_t item_batches =
+      (num_items + kMseTeamsPerBlock - 1) / kMseTeamsPerBlock;
+  int64_t group, ib;
+  DivMod64(b, item_batches, &group, &ib);
+  MseBatch batch;
+  batch.item_begin = ib * kMseTeamsPerBlock;
+  batch.cand_begin = group * g.per_group;
+  batch.cand_end = batch.cand_begin + g.per_group;
+  if (batch.cand_end > num_cands) batch.cand_end = num_cands;
+  return batch;
+}
+
 // LocateItem finds the listed unit `*unit` and its row `*row` of MSE item
 // `item`: with uniform_h > 0 every listed unit has that many rows; otherwise
 // item_start (num_units + 1 entries, ascending) gives each unit's first item.

@@ -71,6 +71,8 @@ struct MseLaunch {
   int64_t uniform_h = 1;
   const int64_t* item_start = nullptr;
   int64_t num_items = 0;
+  // Candidate groups per item (PlanMseCandGroups).
+  MseCandGroups cand_groups;
   // errors[i * num_cands + c] (num_units * num_cands floats).
   float* errors = nullptr;
   // Row sums [num_cands][num_items] doubles; needed unless uniform_h == 1.

@@ -600,9 +600,11 @@ TEST(PlanMseItemsTest, UniformAndRaggedUnits) {
   EXPECT_EQ(bad, -1);
 }
 
-// The MSE kernels replayed on the host: items located like the kernel does,
-// candidates in batches of kMseCandBatch, lanes combined, rows in row order.
-std::vector<float> SimulateMseKernels(const MseRequest& req) {
+// The MSE kernels replayed on the host with the kernels' indexing: block
+// batches (candidate groups of `sm_count`'s plan), 16 teams per batch with
+// the batch's unit slots, candidates in batches of kMseCandBatch, lanes
+// combined, then rows in row order.
+std::vector<float> SimulateMseKernels(const MseRequest& req, int sm_count) {
   const ReduceGrid g{req.grid.rows, req.grid.cols, req.grid.tile_rows,
                      req.grid.tile_cols};
   const int64_t n = static_cast<int64_t>(req.units.size());
@@ -611,39 +613,70 @@ std::vector<float> SimulateMseKernels(const MseRequest& req) {
   int64_t bad;
   EXPECT_EQ(PlanMseItems(g, req.units.data(), n, &items, &bad),
             MsePlanResult::kOk);
+  const MseCandGroups groups =
+      PlanMseCandGroups(items.num_items, ncand, sm_count);
+  EXPECT_GE(groups.groups * groups.per_group, ncand);
   std::vector<double> row_sums(items.num_items * ncand, -1.0);
+  std::vector<int> written(items.num_items * ncand, 0);
   std::vector<float> errors(n * ncand, -1.0f);
   const bool skip = req.nonfinite == NonFinitePolicy::kSkip;
   DispatchFormat(req.format, [&](auto ff) {
     constexpr FloatFormat F = decltype(ff)::value;
-    for (int64_t item = 0; item < items.num_items; ++item) {
-      int64_t i, rr;
-      LocateItem(item, items.uniform_h, items.item_start.data(), n, &i, &rr);
-      int64_t ti, tj;
-      DivMod64(req.units[i], g.grid_cols(), &ti, &tj);
-      const int64_t c0 = tj * g.tile_cols;
-      const int64_t width = std::min(c0 + g.tile_cols, g.cols) - c0;
-      const int64_t base = (ti * g.tile_rows + rr) * g.cols + c0;
-      auto load = [&](int64_t k) { return LoadAs<F>(req.x.data(), base + k); };
-      for (int64_t cb = 0; cb < ncand; cb += kMseCandBatch) {
-        const int count = static_cast<int>(std::min<int64_t>(kMseCandBatch,
-                                                             ncand - cb));
-        FakeQuantParams params[kMseCandBatch];
-        for (int c = 0; c < count; ++c) {
-          params[c] = CandidateParams<F>(req.unit_min[i], req.unit_max[i],
-                                         req.shrink[cb + c], req.spec,
-                                         req.has_global_scale,
-                                         req.global_scale);
+    const int64_t batches = MseNumBatches(items.num_items, groups);
+    for (int64_t b = 0; b < batches; ++b) {
+      const MseBatch batch = MseBatchAt(b, items.num_items, ncand, groups);
+      int64_t s_unit[kMseTeamsPerBlock];
+      for (int team = 0; team < kMseTeamsPerBlock; ++team) {
+        const int64_t item = batch.item_begin + team;
+        s_unit[team] = -1;
+        if (item < items.num_items) {
+          int64_t i, rr;
+          LocateItem(item, items.uniform_h, items.item_start.data(), n, &i,
+                     &rr);
+          s_unit[team] = i;
         }
-        double lanes[kMseTeam][kMseCandBatch + 1];
-        for (int l = 0; l < kMseTeam; ++l) {
-          for (double& v : lanes[l]) v = 0.0;
-          AccumulateLaneErrors<F>(load, width, l, params, count, req.spec,
-                                  req.norm_exponent, skip, lanes[l]);
-        }
-        for (int c = 0; c < count; ++c) {
-          row_sums[(cb + c) * items.num_items + item] =
-              CombineLaneSums(&lanes[0][c], kMseCandBatch + 1);
+      }
+      const int64_t last_team = std::min<int64_t>(
+          kMseTeamsPerBlock - 1, items.num_items - 1 - batch.item_begin);
+      const int64_t slots = s_unit[last_team] - s_unit[0] + 1;
+      EXPECT_GE(slots, 1);
+      EXPECT_LE(slots, kMseTeamsPerBlock);
+      for (int team = 0; team < kMseTeamsPerBlock; ++team) {
+        const int64_t item = batch.item_begin + team;
+        if (item >= items.num_items) continue;
+        int64_t i, rr;
+        LocateItem(item, items.uniform_h, items.item_start.data(), n, &i, &rr);
+        EXPECT_LT(i - s_unit[0], slots);
+        int64_t ti, tj;
+        DivMod64(req.units[i], g.grid_cols(), &ti, &tj);
+        const int64_t c0 = tj * g.tile_cols;
+        const int64_t width = std::min(c0 + g.tile_cols, g.cols) - c0;
+        const int64_t base = (ti * g.tile_rows + rr) * g.cols + c0;
+        auto load = [&](int64_t k) {
+          return LoadAs<F>(req.x.data(), base + k);
+        };
+        for (int64_t cb = batch.cand_begin; cb < batch.cand_end;
+             cb += kMseCandBatch) {
+          const int count = static_cast<int>(
+              std::min<int64_t>(kMseCandBatch, batch.cand_end - cb));
+          FakeQuantParams params[kMseCandBatch];
+          for (int c = 0; c < count; ++c) {
+            params[c] = CandidateParams<F>(req.unit_min[i], req.unit_max[i],
+                                           req.shrink[cb + c], req.spec,
+                                           req.has_global_scale,
+                                           req.global_scale);
+          }
+          double lanes[kMseTeam][kMseCandBatch + 1];
+          for (int l = 0; l < kMseTeam; ++l) {
+            for (double& v : lanes[l]) v = 0.0;
+            AccumulateLaneErrors<F>(load, width, l, params, count, req.spec,
+                                    req.norm_exponent, skip, lanes[l]);
+          }
+          for (int c = 0; c < count; ++c) {
+            row_sums[(cb + c) * items.num_items + item] =
+                CombineLaneSums(&lanes[0][c], kMseCandBatch + 1);
+            ++written[(cb + c) * items.num_items + item];
+          }
         }
       }
     }
@@ -661,7 +694,47 @@ std::vector<float> SimulateMseKernels(const MseRequest& req) {
       }
     }
   });
+  // Every (item, candidate) row sum was computed exactly once.
+  for (size_t k = 0; k < written.size(); ++k) {
+    EXPECT_EQ(written[k], 1) << "row sum " << k;
+  }
   return errors;
+}
+
+TEST(PlanMseCandGroupsTest, SplitsOnlyWhenItemsAreFew) {
+  // Group-128 of a 4096x4096 weight: plenty of items, one group.
+  MseCandGroups g = PlanMseCandGroups(4096 * 32, 6, 132);
+  EXPECT_EQ(g.groups, 1);
+  EXPECT_EQ(g.per_group, 6);
+  // Channel: 4096 rows fill a fraction of the device; one candidate each.
+  g = PlanMseCandGroups(4096, 6, 132);
+  EXPECT_EQ(g.groups, 6);
+  EXPECT_EQ(g.per_group, 1);
+  for (int64_t items : {1, 7, 100, 5000, 100000}) {
+    for (int64_t ncand : {1, 2, 6, 13, 20}) {
+      for (int sms : {1, 132}) {
+        g = PlanMseCandGroups(items, ncand, sms);
+        EXPECT_GE(g.groups, 1);
+        EXPECT_GE(g.per_group, 1);
+        EXPECT_GE(g.groups * g.per_group, ncand);
+        EXPECT_LT((g.groups - 1) * g.per_group, ncand);  // no empty group
+        // Batches cover each (item, candidate) once.
+        std::vector<int> seen(items * ncand, 0);
+        for (int64_t b = 0; b < MseNumBatches(items, g); ++b) {
+          const MseBatch batch = MseBatchAt(b, items, ncand, g);
+          ASSERT_LT(batch.cand_begin, batch.cand_end);
+          for (int64_t it = batch.item_begin;
+               it < std::min(items, batch.item_begin + kMseTeamsPerBlock);
+               ++it) {
+            for (int64_t c = batch.cand_begin; c < batch.cand_end; ++c) {
+              ++seen[it * ncand + c];
+            }
+          }
+        }
+        for (int v : seen) ASSERT_EQ(v, 1);
+      }
+    }
+  }
 }
 
 TEST(MseSimulationTest, MatchesCpuBackendBitForBit) {
@@ -727,13 +800,17 @@ TEST(MseSimulationTest, MatchesCpuBackendBitForBit) {
         std::vector<float> want(units.size() * ncand);
         ASSERT_TRUE(CpuBackend().mse_errors(req, ExecOptions{1}, want.data())
                         .ok());
-        const std::vector<float> got = SimulateMseKernels(req);
-        for (size_t k = 0; k < want.size(); ++k) {
-          if (std::isnan(want[k])) {
-            EXPECT_TRUE(std::isnan(got[k]));
-          } else {
-            ASSERT_EQ(Bits(got[k]), Bits(want[k]))
-                << sc.name << " " << c.rows << "x" << c.cols << " entry " << k;
+        // 1 SM: no candidate groups; many SMs: groups of candidates.
+        for (int sms : {1, 100000}) {
+          const std::vector<float> got = SimulateMseKernels(req, sms);
+          for (size_t k = 0; k < want.size(); ++k) {
+            if (std::isnan(want[k])) {
+              EXPECT_TRUE(std::isnan(got[k]));
+            } else {
+              ASSERT_EQ(Bits(got[k]), Bits(want[k]))
+                  << sc.name << " " << c.rows << "x" << c.cols << " entry "
+                  << k << " sms " << sms;
+            }
           }
         }
         ++checked;
