@@ -61,10 +61,9 @@ absl::Status InitContext(int device, DeviceContext* ctx)
   return status;
 }
 
-// The context of the device that `data` lives on, created on first use, with
-// its mutex held (the caller unlocks it).
-absl::StatusOr<DeviceContext*> LockedContextFor(const void* data)
-    ABSL_NO_THREAD_SAFETY_ANALYSIS {
+// The context of the device that `data` lives on, created and initialized
+// on first use.
+absl::StatusOr<DeviceContext*> ContextFor(const void* data) {
   QCAL_ASSIGN_OR_RETURN(const int device, CudaDeviceOfPointer(data));
   ContextTable& table = Contexts();
   DeviceContext* ctx;
@@ -74,19 +73,13 @@ absl::StatusOr<DeviceContext*> LockedContextFor(const void* data)
     if (slot == nullptr) slot = std::make_unique<DeviceContext>();
     ctx = slot.get();
   }
-  ctx->mu.Lock();
-  if (ctx->reducer == nullptr) {
-    absl::Status status = InitContext(device, ctx);
-    if (!status.ok()) {
-      ctx->mu.Unlock();
-      return status;
-    }
-  }
+  absl::MutexLock lock(&ctx->mu);
+  if (ctx->reducer == nullptr) QCAL_RETURN_IF_ERROR(InitContext(device, ctx));
   return ctx;
 }
 
 absl::Status CudaMinMax(const MinMaxRequest& request, const ExecOptions&,
-                        const MinMaxOutput& out) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                        const MinMaxOutput& out) {
   // Argument errors and empty requests need no device.
   QCAL_RETURN_IF_ERROR(
       CheckReductionInput(request.x, request.grid, request.format));
@@ -94,15 +87,13 @@ absl::Status CudaMinMax(const MinMaxRequest& request, const ExecOptions&,
     if (out.first_nonfinite != nullptr) *out.first_nonfinite = -1;
     return absl::OkStatus();
   }
-  QCAL_ASSIGN_OR_RETURN(DeviceContext* ctx,
-                        LockedContextFor(request.x.data()));
-  absl::Status status = ctx->reducer->MinMax(request, out, ctx->stream->get());
-  ctx->mu.Unlock();
-  return status;
+  QCAL_ASSIGN_OR_RETURN(DeviceContext* ctx, ContextFor(request.x.data()));
+  absl::MutexLock lock(&ctx->mu);
+  return ctx->reducer->MinMax(request, out, ctx->stream->get());
 }
 
 absl::Status CudaMseErrors(const MseRequest& request, const ExecOptions&,
-                           float* errors) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                           float* errors) {
   QCAL_RETURN_IF_ERROR(
       CheckReductionInput(request.x, request.grid, request.format));
   if (request.unit_min.size() != request.units.size() ||
@@ -112,12 +103,9 @@ absl::Status CudaMseErrors(const MseRequest& request, const ExecOptions&,
   if (request.units.empty() || request.shrink.empty()) {
     return absl::OkStatus();
   }
-  QCAL_ASSIGN_OR_RETURN(DeviceContext* ctx,
-                        LockedContextFor(request.x.data()));
-  absl::Status status =
-      ctx->reducer->MseErrors(request, errors, ctx->stream->get());
-  ctx->mu.Unlock();
-  return status;
+  QCAL_ASSIGN_OR_RETURN(DeviceContext* ctx, ContextFor(request.x.data()));
+  absl::MutexLock lock(&ctx->mu);
+  return ctx->reducer->MseErrors(request, errors, ctx->stream->get());
 }
 
 const BackendOps kCudaOps = {"cuda", &CudaMinMax, &CudaMseErrors};
