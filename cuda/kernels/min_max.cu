@@ -71,8 +71,10 @@ __device__ __forceinline__ void AtomicMinIfSmaller(unsigned long long* word,
   if (v < __ldcg(word)) atomicMin(word, v);
 }
 
+// 4 blocks per SM (<= 64 registers): half occupancy, with four 16-byte
+// loads in flight per lane, is enough to saturate memory.
 template <FloatFormat F>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 4)
     MinMaxItemsKernel(MinMaxLaunch a) {
   const int team = a.plan.team_size;
   const int lane = threadIdx.x & 31;

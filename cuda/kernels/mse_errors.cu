@@ -33,8 +33,10 @@ constexpr unsigned kFullMask = 0xFFFFFFFFu;
 static_assert(kTeams == kMseTeamsPerBlock,
               "a batch holds at most 16 distinct units");
 
+// 3 blocks per SM (<= 85 registers): without a minimum, ptxas capped the
+// kernel at 64 registers and spilled.
 template <FloatFormat F>
-__global__ void __launch_bounds__(kThreads) MseRowKernel(MseLaunch a) {
+__global__ void __launch_bounds__(kThreads, 3) MseRowKernel(MseLaunch a) {
   __shared__ FakeQuantParams s_params[kTeams][kMseCandBatch];
   // +1: lane c reads s_lanes[team][c][0..15]; the padding spreads the eight
   // candidates' rows over different banks.
