@@ -3,7 +3,9 @@
 # with -c opt, lists the CUDA devices, runs every test tagged "cuda" (without
 # cached results; among them the CPU-vs-CUDA parity suite
 # //tests/cuda:parity_test), runs the GPU benchmarks (cuda/bench/gpu_bench)
-# when a GPU is present, and prints one line per test (target, result, and
+# and the kernel parity cases under compute-sanitizer (memcheck, racecheck;
+# when the tool is installed; QCAL_SANITIZE=0 skips them) when a GPU is
+# present, and prints one line per test (target, result, and
 # how many test cases passed, skipped and failed) and the benchmark summary
 # (min/max bandwidth as a fraction of the copy bandwidth, MSE search times).
 # QCAL_BENCH_MIN_TIME sets the seconds per benchmark case (default 0.2).
@@ -22,7 +24,7 @@ for arg in "$@"; do
   case "$arg" in
     --require-gpu) require_gpu=1 ;;
     -h | --help)
-      sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -79,6 +81,36 @@ set +e
   "${tests[@]}" 2>&1 | tee "$log"
 test_rc=${PIPESTATUS[0]}
 set -e
+
+# ----------------------------------------------------------------------------
+# The kernel parity cases under compute-sanitizer, when the toolkit has it:
+# memcheck (out-of-bounds and misaligned accesses) and racecheck (shared
+# memory races). QCAL_SANITIZE=0 skips this.
+sanitize_rc=0
+sanitize_note=""
+if ((gpu_present)) && [[ "${QCAL_SANITIZE:-1}" != 0 ]]; then
+  sanitizer=$(command -v compute-sanitizer || true)
+  for candidate in "${CUDA_PATH:-}/bin/compute-sanitizer" \
+    /usr/local/cuda/bin/compute-sanitizer \
+    /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
+    if [[ -z "$sanitizer" && -x "$candidate" ]]; then sanitizer=$candidate; fi
+  done
+  if [[ -n "$sanitizer" ]]; then
+    section "compute-sanitizer (memcheck, racecheck) on the kernel parity cases"
+    for tool in memcheck racecheck; do
+      if ! "$sanitizer" --tool "$tool" --error-exitcode 9 \
+        "$bin_dir/tests/cuda/parity_test" \
+        --gtest_filter='CudaKernelParityTest.*-*BeyondTwoBillion*'; then
+        sanitize_rc=1
+        sanitize_note+=" $tool:FAILED"
+      else
+        sanitize_note+=" $tool:clean"
+      fi
+    done
+  else
+    sanitize_note=" not run (compute-sanitizer not found)"
+  fi
+fi
 
 # ----------------------------------------------------------------------------
 # GPU benchmarks (cuda/bench/gpu_bench, built above with -c opt): min/max
@@ -146,6 +178,15 @@ if ((gpu_present == 0)); then
   echo
   echo "NO GPU was present: the device test cases above were skipped, not run,"
   echo "and the GPU benchmarks were not run."
+fi
+if [[ -n "$sanitize_note" ]]; then
+  echo
+  echo "compute-sanitizer:$sanitize_note"
+fi
+if ((sanitize_rc != 0)); then
+  echo
+  echo "gpu_check: compute-sanitizer found errors in the kernels"
+  failures=$((failures + 1))
 fi
 if ((bench_rc != 0)); then
   echo
