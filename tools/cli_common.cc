@@ -191,6 +191,11 @@ absl::StatusOr<Device> ResolveBackend(absl::string_view name) {
         "a CUDA toolkit, so it cannot copy tensors to a GPU (use "
         "--backend=cpu)");
   }
+  if (absl::Status probe = ProbeDevice(Device::kCuda); !probe.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--backend=cuda is not usable on this machine: ", probe.message(),
+        "; use --backend=cpu"));
+  }
   return Device::kCuda;
 }
 

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "core/tensor.h"
 #include "cuda/runtime.h"
@@ -34,8 +35,18 @@ absl::StatusOr<DeviceCopy> UploadToCuda(const TensorView& host) {
   return DeviceCopy{view, std::move(owner)};
 }
 
+absl::Status ProbeCuda() {
+  QCAL_ASSIGN_OR_RETURN(CudaDeviceProbe probe, ProbeCudaDevices());
+  if (probe.device_count == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no CUDA device is available (", probe.no_device_reason,
+                     ")"));
+  }
+  return absl::OkStatus();
+}
+
 const bool kCudaUploadRegistered =
-    RegisterDeviceUpload(Device::kCuda, &UploadToCuda);
+    RegisterDeviceUpload(Device::kCuda, &UploadToCuda, &ProbeCuda);
 
 }  // namespace
 }  // namespace qcal

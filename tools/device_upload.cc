@@ -14,6 +14,7 @@ constexpr int kNumDevices = 2;
 struct UploadTable {
   absl::Mutex mu;
   DeviceUploadFn fns[kNumDevices] ABSL_GUARDED_BY(mu) = {nullptr, nullptr};
+  DeviceProbeFn probes[kNumDevices] ABSL_GUARDED_BY(mu) = {nullptr, nullptr};
 };
 
 UploadTable& Table() {
@@ -23,7 +24,8 @@ UploadTable& Table() {
 
 }  // namespace
 
-bool RegisterDeviceUpload(Device device, DeviceUploadFn fn) {
+bool RegisterDeviceUpload(Device device, DeviceUploadFn fn,
+                          DeviceProbeFn probe) {
   UploadTable& table = Table();
   absl::MutexLock lock(&table.mu);
   DeviceUploadFn& slot = table.fns[static_cast<int>(device)];
@@ -33,6 +35,7 @@ bool RegisterDeviceUpload(Device device, DeviceUploadFn fn) {
     std::abort();
   }
   slot = fn;
+  table.probes[static_cast<int>(device)] = probe;
   return true;
 }
 
@@ -40,6 +43,19 @@ DeviceUploadFn FindDeviceUpload(Device device) {
   UploadTable& table = Table();
   absl::MutexLock lock(&table.mu);
   return table.fns[static_cast<int>(device)];
+}
+
+absl::Status ProbeDevice(Device device) {
+  DeviceProbeFn probe;
+  {
+    UploadTable& table = Table();
+    absl::MutexLock lock(&table.mu);
+    probe = table.probes[static_cast<int>(device)];
+  }
+  if (probe == nullptr) {
+    return absl::FailedPreconditionError("no device probe is linked");
+  }
+  return probe();
 }
 
 }  // namespace qcal

@@ -11,6 +11,7 @@
 
 #include <memory>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/tensor.h"
 
@@ -26,13 +27,22 @@ struct DeviceCopy {
 // DeviceUploadFn copies a contiguous CPU tensor to its device.
 using DeviceUploadFn = absl::StatusOr<DeviceCopy> (*)(const TensorView& host);
 
-// RegisterDeviceUpload installs `fn` for `device`; a second registration for
-// the same device aborts at start-up. Returns true (for a registration
-// constant).
-bool RegisterDeviceUpload(Device device, DeviceUploadFn fn);
+// DeviceProbeFn says whether a device is usable: OK, or FailedPrecondition
+// saying why not (no driver, no device).
+using DeviceProbeFn = absl::Status (*)();
+
+// RegisterDeviceUpload installs `fn` and `probe` for `device`; a second
+// registration for the same device aborts at start-up. Returns true (for a
+// registration constant).
+bool RegisterDeviceUpload(Device device, DeviceUploadFn fn,
+                          DeviceProbeFn probe);
 
 // FindDeviceUpload returns the function registered for `device`, or nullptr.
 DeviceUploadFn FindDeviceUpload(Device device);
+
+// ProbeDevice runs the probe registered for `device` (FailedPrecondition if
+// none is registered).
+absl::Status ProbeDevice(Device device);
 
 }  // namespace qcal
 
