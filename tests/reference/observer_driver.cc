@@ -12,7 +12,7 @@
 // targets: names ending in ".weight"; 2-D F32/F16/BF16 tensors). One
 // extension over `calibrate`: an I32/I64 tensor "<name>_g_idx" in the input is
 // passed as the g_idx of weight <name> (activation ordering). Storage per
-// SPEC §10: fp4 scales are narrowed with FloatToE4m3fnBits. Exit codes: 0
+// SPEC §10 through the tools' StoredQParams. Exit codes: 0
 // success, 2 usage error, 1 runtime error; on error the output is untouched.
 #include <algorithm>
 #include <cstdint>
@@ -37,6 +37,7 @@
 #include "core/status_macros.h"
 #include "core/tensor.h"
 #include "observers/observer.h"
+#include "tools/cli_common.h"
 
 namespace qcal {
 namespace {
@@ -99,43 +100,14 @@ absl::StatusOr<std::unique_ptr<Observer>> MakeObserver(
   return obs;
 }
 
-// SPEC §10 storage of one tensor's qparams.
+// SPEC §10 storage of one tensor's qparams: the tools' own function.
 absl::Status AddQParams(const std::string& prefix, const QParams& qp,
                         const QuantizationArgs& args,
                         std::optional<float> global_scale,
                         std::vector<std::pair<std::string, Tensor>>* out) {
-  QCAL_ASSIGN_OR_RETURN(Tensor scale, Tensor::CopyOf(qp.scale.view()));
-  if (args.is_fp4() && scale.dtype() != DType::kF8E4M3FN) {
-    QCAL_ASSIGN_OR_RETURN(Tensor f8,
-                          Tensor::Zeros(DType::kF8E4M3FN, scale.shape()));
-    for (int64_t i = 0; i < scale.numel(); ++i) {
-      float v = 0;
-      switch (scale.dtype()) {
-        case DType::kF32:
-          v = scale.data_as<float>()[i];
-          break;
-        case DType::kF16:
-          v = F16BitsToFloat(scale.data_as<uint16_t>()[i]);
-          break;
-        case DType::kBF16:
-          v = Bf16BitsToFloat(scale.data_as<uint16_t>()[i]);
-          break;
-        default:
-          return absl::InternalError("unexpected scale dtype");
-      }
-      f8.mutable_data_as<uint8_t>()[i] = FloatToE4m3fnBits(v);
-    }
-    scale = std::move(f8);
-  }
-  QCAL_ASSIGN_OR_RETURN(Tensor zp, Tensor::CopyOf(qp.zero_point.view()));
-  out->emplace_back(prefix + "_scale", std::move(scale));
-  out->emplace_back(prefix + "_zero_point", std::move(zp));
-  if (global_scale.has_value()) {
-    int64_t one = 1;
-    QCAL_ASSIGN_OR_RETURN(Tensor g, Tensor::Zeros(DType::kF32, {&one, 1}));
-    g.mutable_data_as<float>()[0] = *global_scale;
-    out->emplace_back(prefix + "_global_scale", std::move(g));
-  }
+  QCAL_ASSIGN_OR_RETURN(auto stored,
+                        StoredQParams(prefix, qp, global_scale, args));
+  for (auto& entry : stored) out->push_back(std::move(entry));
   return absl::OkStatus();
 }
 
