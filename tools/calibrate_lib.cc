@@ -310,6 +310,9 @@ ToolResult RunCalibrate(const CalibrateOptions& options, std::ostream& out,
   if (absl::Status s = CheckThreads(options.threads); !s.ok()) {
     return ToolResult::Usage(s);
   }
+  if (absl::Status s = ApplyMemoryBudget(options.memory_budget_mb); !s.ok()) {
+    return ToolResult::Usage(s);
+  }
   if (options.output.empty()) {
     return ToolResult::Usage(
         absl::InvalidArgumentError("--output: the output path is empty"));

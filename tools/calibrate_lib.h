@@ -57,6 +57,9 @@ struct CalibrateOptions {
   // backend, threads, allow_nonfinite are the flags of the same names.
   std::string backend = "cpu";
   int threads = 0;
+  // memory_budget_mb caps the memory of tensors the tool allocates (0:
+  // unlimited): beyond it, a clear error instead of exhausting the machine.
+  int64_t memory_budget_mb = 0;
   bool allow_nonfinite = false;
   // progress draws a progress bar on the error stream (main: isatty(2)).
   bool progress = false;

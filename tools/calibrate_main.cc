@@ -33,6 +33,9 @@ DEFINE_string(ignore, "",
               "out even when --targets selects them");
 DEFINE_string(backend, "cpu", "where the observers run: cpu or cuda");
 DEFINE_int32(threads, 0, "CPU threads (0: every core)");
+DEFINE_int64(memory_budget_mb, 0,
+             "cap on the memory of tensors the tool allocates, in MiB (0: "
+             "unlimited)");
 DEFINE_bool(allow_nonfinite, false,
             "skip NaN/Inf weights instead of failing on them");
 
@@ -44,7 +47,7 @@ constexpr char kUsage[] =
     "  calibrate [--input=IN.safetensors] [--output=OUT.safetensors]\n"
     "            (--scheme=NAME | --args=JSON) [--observer=NAME]\n"
     "            [--observer_kwargs=JSON] [--targets=REGEX] [--ignore=REGEX]\n"
-    "            [--backend=cpu|cuda] [--threads=N] [--allow_nonfinite]\n"
+    "            [--backend=cpu|cuda] [--threads=N] [--memory_budget_mb=N] [--allow_nonfinite]\n"
     "\n"
     "Exit codes: 0 ok, 1 runtime error (file, data), 2 usage error (flags).";
 
@@ -72,6 +75,7 @@ int main(int argc, char** argv) {
   options.backend = FLAGS_backend;
   options.threads = FLAGS_threads;
   options.allow_nonfinite = FLAGS_allow_nonfinite;
+  options.memory_budget_mb = FLAGS_memory_budget_mb;
   if (const char* dir = std::getenv("BUILD_WORKING_DIRECTORY")) {
     options.base_dir = dir;
   }

@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/backend.h"
+#include "core/memory_budget.h"
 #include "core/float_convert.h"
 #include "core/element_access.h"
 #include "core/status_macros.h"
@@ -204,6 +205,16 @@ absl::Status CheckThreads(int threads) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--threads=", threads, " is negative (0 means every core)"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyMemoryBudget(int64_t megabytes) {
+  if (megabytes < 0 || megabytes > (int64_t{1} << 40)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--memory_budget_mb=", megabytes,
+        " is out of range (0 means unlimited)"));
+  }
+  SetTensorMemoryBudget(megabytes << 20);
   return absl::OkStatus();
 }
 

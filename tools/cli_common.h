@@ -120,6 +120,11 @@ absl::StatusOr<Device> ResolveBackend(absl::string_view name);
 // CheckThreads validates --threads (>= 0; 0 means every core).
 absl::Status CheckThreads(int threads);
 
+// ApplyMemoryBudget validates --memory_budget_mb and sets the process's
+// tensor memory budget (core/memory_budget.h; 0: unlimited). The memory
+// mapping of an input file does not count against it.
+absl::Status ApplyMemoryBudget(int64_t megabytes);
+
 // ResolveUserPath makes a relative `path` relative to `base_dir` (when not
 // empty; `bazel run` passes the invoking directory as BUILD_WORKING_DIRECTORY)
 // and returns absolute or empty paths unchanged.

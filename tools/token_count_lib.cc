@@ -104,6 +104,9 @@ ToolResult RunTokenCount(const TokenCountOptions& options, std::ostream& out,
   if (absl::Status s = CheckThreads(options.threads); !s.ok()) {
     return ToolResult::Usage(s);
   }
+  if (absl::Status s = ApplyMemoryBudget(options.memory_budget_mb); !s.ok()) {
+    return ToolResult::Usage(s);
+  }
   const bool json = options.format == "json";
   if (!json && options.format != "table") {
     return ToolResult::Usage(absl::InvalidArgumentError(absl::StrCat(

@@ -53,6 +53,9 @@ struct TokenCountOptions {
   // backend, threads, allow_nonfinite are the flags of the same names.
   std::string backend = "cpu";
   int threads = 0;
+  // memory_budget_mb caps the memory of tensors the tool allocates (0:
+  // unlimited): beyond it, a clear error instead of exhausting the machine.
+  int64_t memory_budget_mb = 0;
   bool allow_nonfinite = false;
 };
 

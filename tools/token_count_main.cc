@@ -32,6 +32,9 @@ DEFINE_string(observer_kwargs, "",
               "observer kwargs as a JSON object, replacing the args'");
 DEFINE_string(backend, "cpu", "where the observers run: cpu or cuda");
 DEFINE_int32(threads, 0, "CPU threads (0: every core)");
+DEFINE_int64(memory_budget_mb, 0,
+             "cap on the memory of tensors the tool allocates, in MiB (0: "
+             "unlimited)");
 DEFINE_bool(allow_nonfinite, false,
             "skip NaN/Inf activations instead of failing on them");
 
@@ -44,7 +47,7 @@ constexpr char kUsage[] =
     "              (--scheme=NAME | --args=JSON) [--observer=NAME]\n"
     "              [--observer_kwargs=JSON] [--output=QP.safetensors]\n"
     "              [--format=table|json] [--min_tokens=N]\n"
-    "              [--backend=cpu|cuda] [--threads=N] [--allow_nonfinite]\n"
+    "              [--backend=cpu|cuda] [--threads=N] [--memory_budget_mb=N] [--allow_nonfinite]\n"
     "\n"
     "Exit codes: 0 ok, 1 runtime error (file, data), 2 usage error (flags),\n"
     "3 some module saw fewer than --min_tokens tokens.";
@@ -73,6 +76,7 @@ int main(int argc, char** argv) {
   options.backend = FLAGS_backend;
   options.threads = FLAGS_threads;
   options.allow_nonfinite = FLAGS_allow_nonfinite;
+  options.memory_budget_mb = FLAGS_memory_budget_mb;
   if (const char* dir = std::getenv("BUILD_WORKING_DIRECTORY")) {
     options.base_dir = dir;
   }

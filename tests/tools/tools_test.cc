@@ -126,6 +126,31 @@ std::vector<BadFile> BadFiles(const std::string& dir) {
                       R"("data_offsets":[0,8]}})",
                       std::string(8, '\0')),
        {"x.weight", "F64"}});
+  // Hostile files (issue 8): deep JSON nesting, a 4 GiB header length,
+  // duplicate tensor names, a negative dimension.
+  cases.push_back({"deep_nesting",
+                   RawSafetensors(std::string(100000, '['), ""),
+                   {"nested deeper"}});
+  {
+    std::string bytes = RawSafetensors("{}", "");
+    bytes[0] = bytes[1] = bytes[2] = bytes[3] = 0;
+    bytes[4] = 1;  // N = 2^32
+    cases.push_back({"header_length_4gib", bytes, {"4294967296"}});
+  }
+  cases.push_back(
+      {"duplicate_names",
+       RawSafetensors(R"({"x.weight":{"dtype":"F32","shape":[1],)"
+                      R"("data_offsets":[0,4]},)"
+                      R"("x.weight":{"dtype":"F32","shape":[1],)"
+                      R"("data_offsets":[4,8]}})",
+                      std::string(8, '\0')),
+       {"x.weight", "duplicate"}});
+  cases.push_back(
+      {"negative_dim",
+       RawSafetensors(R"({"x.weight":{"dtype":"F32","shape":[-2,2],)"
+                      R"("data_offsets":[0,16]}})",
+                      std::string(16, '\0')),
+       {"x.weight"}});
   return cases;
 }
 
@@ -238,6 +263,26 @@ TEST_F(CalibrateErrorTest, UsageErrors) {
     ToolRun run = Expect(2, c.args);
     EXPECT_THAT(run.err, HasSubstr(c.mention));
   }
+}
+
+TEST_F(CalibrateErrorTest, MemoryBudgetStopsLargeAllocations) {
+  // A [1024, 1024] F32 weight: its qparams and summary need several MiB of
+  // tensors, more than a 1 MiB budget allows.
+  const std::string big = dir_ + "/big.safetensors";
+  std::vector<std::pair<std::string, Tensor>> t;
+  t.emplace_back("big.weight", RandomTensor(DType::kF32, {1024, 1024}, 5));
+  WriteTensors(big, std::move(t));
+  ToolRun run = Expect(1, {"--input=" + big, "--scheme=W8A16",
+                           "--memory_budget_mb=1"});
+  EXPECT_THAT(run.err, HasSubstr("big.weight"));
+  EXPECT_THAT(run.err, HasSubstr("memory budget"));
+  EXPECT_THAT(run.err, HasSubstr("--memory_budget_mb"));
+  Expect(2, {"--input=" + big, "--scheme=W8A16", "--memory_budget_mb=-1"});
+  // A sufficient budget succeeds.
+  ToolRun ok = RunTool(Calibrate(), {"--input=" + big, "--scheme=W8A16",
+                                     "--memory_budget_mb=256",
+                                     "--output=" + dir_ + "/ok.safetensors"});
+  EXPECT_EQ(ok.exit_code, 0) << Describe(ok);
 }
 
 TEST_F(CalibrateErrorTest, UnwritableOutputIsARuntimeError) {
