@@ -38,4 +38,13 @@ absl::Status ReserveTensorMemory(int64_t bytes, absl::string_view what) {
 
 void ReleaseTensorMemory(int64_t bytes) { g_in_use.fetch_sub(bytes); }
 
+absl::StatusOr<MemoryReservation> MemoryReservation::Reserve(
+    int64_t bytes, absl::string_view what) {
+  absl::Status s = ReserveTensorMemory(bytes, what);
+  if (!s.ok()) return s;
+  MemoryReservation r;
+  r.bytes_ = bytes;
+  return r;
+}
+
 }  // namespace qcal

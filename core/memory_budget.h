@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 namespace qcal {
@@ -29,6 +30,33 @@ absl::Status ReserveTensorMemory(int64_t bytes, absl::string_view what);
 
 // ReleaseTensorMemory returns `bytes` reserved earlier.
 void ReleaseTensorMemory(int64_t bytes);
+
+// MemoryReservation counts working memory that is not a Tensor (per-unit
+// statistics, scratch) against the budget for its lifetime. Move-only.
+class MemoryReservation {
+ public:
+  MemoryReservation() = default;
+  MemoryReservation(MemoryReservation&& other) noexcept
+      : bytes_(other.bytes_) {
+    other.bytes_ = 0;
+  }
+  MemoryReservation& operator=(MemoryReservation&& other) noexcept {
+    if (this != &other) {
+      ReleaseTensorMemory(bytes_);
+      bytes_ = other.bytes_;
+      other.bytes_ = 0;
+    }
+    return *this;
+  }
+  ~MemoryReservation() { ReleaseTensorMemory(bytes_); }
+
+  // Reserve counts `bytes` for `what`, or fails as ReserveTensorMemory does.
+  static absl::StatusOr<MemoryReservation> Reserve(int64_t bytes,
+                                                   absl::string_view what);
+
+ private:
+  int64_t bytes_ = 0;
+};
 
 }  // namespace qcal
 

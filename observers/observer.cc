@@ -161,6 +161,14 @@ absl::Status Observer::Observe(const TensorView& x2d, const TileGrid& grid,
   obs->global_scale = global_scale;
   obs->options = options_;
   const int64_t units = grid.num_units();
+  // Raw and updated min/max of every unit (four floats per unit), and the
+  // MSE search's best errors and scratch (about four more): count them.
+  QCAL_ASSIGN_OR_RETURN(
+      obs->reservation,
+      MemoryReservation::Reserve(
+          units * int64_t{8} * static_cast<int64_t>(sizeof(float)),
+          absl::StrCat("the per-unit statistics of tensor '",
+                       options_.tensor_name, "' (", units, " units)")));
   obs->min.assign(units, 0.0f);
   obs->max.assign(units, 0.0f);
   MinMaxRequest request;

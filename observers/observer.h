@@ -44,6 +44,7 @@
 #include "absl/types/span.h"
 #include "core/backend.h"
 #include "core/layout.h"
+#include "core/memory_budget.h"
 #include "core/qparams.h"
 #include "core/quant_args.h"
 #include "core/tensor.h"
@@ -93,6 +94,8 @@ struct Observation {
   std::optional<float> global_scale;
   const BackendOps* backend = nullptr;
   ObserveOptions options;
+  // Counts the per-unit working memory against the memory budget.
+  MemoryReservation reservation;
 };
 
 // RunningMinMax is a running statistic of one tensor id.

@@ -33,20 +33,13 @@ namespace {
 // kStatsChunkElements is the size of the row chunks the statistics work in:
 // each chunk is fake-quantized on its own, so the extra memory is one chunk
 // per thread, not a copy of the tensor.
-constexpr int64_t kStatsChunkElements = 1 << 20;
-
-// The rows [begin, end) of the qparams tensor `t` (shape [grid_rows, ...]).
-absl::StatusOr<TensorView> QParamRows(const Tensor& t, int64_t begin,
-                                      int64_t end) {
-  return t.view().Narrow(0, begin, end - begin);
-}
 
 }  // namespace
 
 absl::StatusOr<TensorStats> ComputeTensorStats(
     const TensorView& x, const QParams& qparams,
     std::optional<float> global_scale, const QuantizationArgs& args,
-    int threads) {
+    int threads, int64_t max_elements) {
   QCAL_ASSIGN_OR_RETURN(FloatFormat format, FloatFormatOf(x.dtype()));
   if (qparams.scale.dtype() != x.dtype()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -79,109 +72,77 @@ absl::StatusOr<TensorStats> ComputeTensorStats(
   const bool has_g = global_scale.has_value();
   const float g = global_scale.value_or(1.0f);
 
-  // Chunks of whole tile rows (any rows for the single-unit tensor
-  // strategy; the whole tensor when x is not 2-D, whose qparams need not be
-  // row-major in x2d's rows).
+  // The rows to evaluate: all of them, or every `stride`-th band of rows
+  // (bands of tile_rows rows, so that blocks stay whole; single rows for the
+  // one-unit tensor strategy) so that at most about max_elements elements
+  // are fake-quantized.
   const int64_t rows = grid.rows, cols = grid.cols;
-  const bool single_unit = units == 1;
-  const bool chunked = x.rank() == 2 || single_unit;
-  const int64_t align = single_unit ? 1 : grid.tile_rows;
-  int64_t chunk_rows = rows;
-  if (chunked && cols > 0) {
-    chunk_rows = std::max<int64_t>(
-        align, (kStatsChunkElements / cols) / align * align);
+  const int64_t band = units == 1 ? 1 : grid.tile_rows;
+  const int64_t bands = rows > 0 ? (rows + band - 1) / band : 0;
+  int64_t stride = 1;
+  if (max_elements > 0 && rows * cols > max_elements && cols > 0) {
+    const int64_t band_elements = band * cols;
+    const int64_t wanted = std::max<int64_t>(1, max_elements / band_elements);
+    stride = (bands + wanted - 1) / wanted;
   }
-  const int64_t chunks = rows > 0 ? (rows + chunk_rows - 1) / chunk_rows : 0;
+  std::vector<int64_t> chosen;  // first row of each chosen band
+  for (int64_t b = 0; b < bands; b += stride) chosen.push_back(b * band);
+  stats.rows_total = rows;
 
-  // Per-row partial results, combined in row order, so that the numbers do
-  // not depend on the thread count or the chunking.
-  std::vector<double> signal(rows, 0.0), noise(rows, 0.0);
-  std::vector<int64_t> clipped(rows, 0), finite(rows, 0);
-  std::vector<absl::Status> chunk_status(chunks);
-  ParallelFor(chunks, ResolveThreads(threads), 1, [&](int64_t begin,
-                                                      int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      const int64_t r0 = k * chunk_rows;
-      const int64_t r1 = std::min(rows, r0 + chunk_rows);
-      absl::StatusOr<Tensor> fq;
-      if (!chunked || chunks == 1) {
-        fq = FakeQuantizeTensor(x, qparams.scale.view(),
-                                qparams.zero_point.view(), args, global_scale);
-      } else {
-        absl::StatusOr<TensorView> xs = x2d.Narrow(0, r0, r1 - r0);
-        absl::StatusOr<TensorView> ss, zs;
-        if (single_unit) {
-          ss = qparams.scale.view();
-          zs = qparams.zero_point.view();
-        } else {
-          // Units of rows [r0, r1) are the qparam rows [r0, r1) / tile_rows.
-          const int64_t g0 = r0 / grid.tile_rows;
-          const int64_t g1 = (r1 + grid.tile_rows - 1) / grid.tile_rows;
-          ss = QParamRows(qparams.scale, g0, g1);
-          zs = QParamRows(qparams.zero_point, g0, g1);
+  // Per-band partial results, combined in band order: the numbers do not
+  // depend on the thread count.
+  const int64_t n = static_cast<int64_t>(chosen.size());
+  std::vector<double> signal(n, 0.0), noise(n, 0.0);
+  std::vector<int64_t> clipped(n, 0), finite(n, 0), used_rows(n, 0);
+  const void* xd = x2d.data();
+  ParallelFor(n, ResolveThreads(threads), 1, [&](int64_t begin, int64_t end) {
+    DispatchFormat(format, [&](auto f) {
+      constexpr FloatFormat F = decltype(f)::value;
+      std::vector<FakeQuantParams> params(grid.grid_cols());
+      for (int64_t k = begin; k < end; ++k) {
+        const int64_t r0 = chosen[k];
+        const int64_t r1 = std::min(rows, r0 + band);
+        const int64_t ti = r0 / grid.tile_rows;
+        for (int64_t tj = 0; tj < grid.grid_cols(); ++tj) {
+          const int64_t u = ti * grid.grid_cols() + tj;
+          ScalarQParams qp;
+          qp.scale = LoadAs<F>(qparams.scale.data(), u);
+          qp.zero_point = LoadZeroPoint(qparams.zero_point.data(), u, zp_kind);
+          params[tj] = MakeFakeQuantParams(qp, has_g, g);
         }
-        if (!xs.ok() || !ss.ok() || !zs.ok()) {
-          chunk_status[k] = !xs.ok() ? xs.status()
-                            : !ss.ok() ? ss.status()
-                                       : zs.status();
-          continue;
-        }
-        fq = FakeQuantizeTensor(*xs, *ss, *zs, args, global_scale);
-      }
-      if (!fq.ok()) {
-        chunk_status[k] = fq.status();
-        continue;
-      }
-      const void* xd = x2d.data();
-      const void* fd = fq->data();
-      DispatchFormat(format, [&](auto f) {
-        constexpr FloatFormat F = decltype(f)::value;
+        double s = 0.0, e2 = 0.0;
+        int64_t c_clipped = 0, c_finite = 0;
         for (int64_t r = r0; r < r1; ++r) {
-          const int64_t ti = r / grid.tile_rows;
-          double s = 0.0, n = 0.0;
-          int64_t c_clipped = 0, c_finite = 0;
           for (int64_t tj = 0; tj < grid.grid_cols(); ++tj) {
-            const int64_t u = ti * grid.grid_cols() + tj;
-            ScalarQParams qp;
-            qp.scale = LoadAs<F>(qparams.scale.data(), u);
-            qp.zero_point =
-                LoadZeroPoint(qparams.zero_point.data(), u, zp_kind);
-            const FakeQuantParams p = MakeFakeQuantParams(qp, has_g, g);
-            // Dequantization is monotonic in q, so an element whose q is an
-            // edge has the edge's dequantized value; only elements with that
-            // value need their q computed.
-            const float edge_lo = DequantizeFromGrid<F>(spec.q_min, p);
-            const float edge_hi = DequantizeFromGrid<F>(spec.q_max, p);
+            const FakeQuantParams& p = params[tj];
             for (int64_t c = grid.col_begin(tj); c < grid.col_end(tj); ++c) {
-              const int64_t i = r * cols + c;
-              const float v = LoadAs<F>(xd, i);
+              const float v = LoadAs<F>(xd, r * cols + c);
               if (!IsFiniteF(v)) continue;
               ++c_finite;
-              const float fq = LoadAs<F>(fd, i - r0 * cols);
+              const float q = QuantizeToGrid<F>(v, p, spec);
+              const float fq = DequantizeFromGrid<F>(q, p);
               const double e = static_cast<double>(v) - fq;
               s += static_cast<double>(v) * v;
-              n += e * e;
-              if (fq == edge_lo || fq == edge_hi) {
-                const float q = QuantizeToGrid<F>(v, p, spec);
-                if (q == spec.q_min || q == spec.q_max) ++c_clipped;
-              }
+              e2 += e * e;
+              if (q == spec.q_min || q == spec.q_max) ++c_clipped;
             }
           }
-          signal[r] = s;
-          noise[r] = n;
-          clipped[r] = c_clipped;
-          finite[r] = c_finite;
         }
-      });
-    }
+        signal[k] = s;
+        noise[k] = e2;
+        clipped[k] = c_clipped;
+        finite[k] = c_finite;
+        used_rows[k] = r1 - r0;
+      }
+    });
   });
-  for (const absl::Status& s : chunk_status) QCAL_RETURN_IF_ERROR(s);
   double total_signal = 0.0, total_noise = 0.0;
-  for (int64_t r = 0; r < rows; ++r) {
-    total_signal += signal[r];
-    total_noise += noise[r];
-    stats.clipped += clipped[r];
-    stats.finite += finite[r];
+  for (int64_t k = 0; k < n; ++k) {
+    total_signal += signal[k];
+    total_noise += noise[k];
+    stats.clipped += clipped[k];
+    stats.finite += finite[k];
+    stats.rows_used += used_rows[k];
   }
   if (total_noise == 0.0) {
     stats.sqnr_db = std::numeric_limits<double>::infinity();
@@ -285,9 +246,11 @@ absl::Status CalibrateTensor(const SafetensorsFile& file,
   for (auto& [name, tensor] : stored) {
     QCAL_RETURN_IF_ERROR(writer.Add(name, std::move(tensor)));
   }
-  QCAL_ASSIGN_OR_RETURN(*stats, ComputeTensorStats(host, *qparams,
-                                                   global_scale, args,
-                                                   options.threads));
+  QCAL_ASSIGN_OR_RETURN(
+      *stats, ComputeTensorStats(host, *qparams, global_scale, args,
+                                 options.threads,
+                                 options.full_summary ? 0
+                                                      : kSummarySampleElements));
   return absl::OkStatus();
 }
 
@@ -392,6 +355,7 @@ ToolResult RunCalibrate(const CalibrateOptions& options, std::ostream& out,
   }
   ProgressBar progress(err, options.progress, total_bytes);
   int64_t done_bytes = 0;
+  bool any_sampled = false;
   for (Target& target : targets) {
     const SafetensorsEntry& entry = *target.entry;
     progress.Update(done_bytes, entry.name);
@@ -411,11 +375,14 @@ ToolResult RunCalibrate(const CalibrateOptions& options, std::ostream& out,
     done_bytes += entry.end - entry.begin;
     progress.Clear();
     const TensorStats& s = target.stats;
+    // "~": estimated from a sample of rows (see kSummarySampleElements).
+    const std::string mark = s.sampled() ? "~" : "";
+    any_sampled = any_sampled || s.sampled();
     PrintRow(out, cols, entry.name, ShapeToString(entry.shape),
              std::string(DTypeName(entry.dtype)),
              absl::StrFormat("%.4g..%.4g", s.scale_min, s.scale_max),
-             FormatSqnr(s.sqnr_db),
-             FormatClipped(s.clipped_fraction()));
+             mark + FormatSqnr(s.sqnr_db),
+             mark + FormatClipped(s.clipped_fraction()));
     out.flush();
   }
   progress.Clear();
@@ -428,6 +395,11 @@ ToolResult RunCalibrate(const CalibrateOptions& options, std::ostream& out,
                              std::chrono::steady_clock::now() - start)
                              .count();
   out << "\n";
+  if (any_sampled) {
+    out << "~         SQNR and clipped estimated from evenly spaced rows (about "
+        << kSummarySampleElements
+        << " elements per tensor); --full_summary evaluates every element\n";
+  }
   if (!skipped.empty()) {
     out << "skipped   " << skipped.size()
         << " selected tensors that are not non-empty 2-D F32/F16/BF16:\n";

@@ -38,6 +38,9 @@ DEFINE_int64(memory_budget_mb, 0,
              "unlimited)");
 DEFINE_bool(allow_nonfinite, false,
             "skip NaN/Inf weights instead of failing on them");
+DEFINE_bool(full_summary, false,
+            "compute each tensor's SQNR and clipped fraction over every "
+            "element (default: an estimate from a sample of rows)");
 
 namespace {
 
@@ -47,7 +50,7 @@ constexpr char kUsage[] =
     "  calibrate [--input=IN.safetensors] [--output=OUT.safetensors]\n"
     "            (--scheme=NAME | --args=JSON) [--observer=NAME]\n"
     "            [--observer_kwargs=JSON] [--targets=REGEX] [--ignore=REGEX]\n"
-    "            [--backend=cpu|cuda] [--threads=N] [--memory_budget_mb=N] [--allow_nonfinite]\n"
+    "            [--backend=cpu|cuda] [--threads=N] [--memory_budget_mb=N] [--allow_nonfinite] [--full_summary]\n"
     "\n"
     "Exit codes: 0 ok, 1 runtime error (file, data), 2 usage error (flags).";
 
@@ -75,6 +78,7 @@ int main(int argc, char** argv) {
   options.backend = FLAGS_backend;
   options.threads = FLAGS_threads;
   options.allow_nonfinite = FLAGS_allow_nonfinite;
+  options.full_summary = FLAGS_full_summary;
   options.memory_budget_mb = FLAGS_memory_budget_mb;
   if (const char* dir = std::getenv("BUILD_WORKING_DIRECTORY")) {
     options.base_dir = dir;

@@ -95,6 +95,51 @@ TEST(CalibrateStatsTest, MatchesTheDefinitionsForGroupsAndChannels) {
   }
 }
 
+// With max_elements, every k-th band of rows (k as small as fits) is
+// evaluated: the statistics equal the definitions over those rows.
+TEST(CalibrateStatsTest, SampledStatisticsUseEvenlySpacedRows) {
+  const int64_t rows = 100, cols = 64;
+  Tensor x = RandomTensor(DType::kF32, {rows, cols}, 23, 1.0f, true);
+  const std::vector<float> xf = ToFloats(x.view());
+  QuantizationArgs args = *ParseQuantizationArgs(R"({"num_bits":8,"strategy":"channel"})");
+  std::unique_ptr<Observer> observer = *CreateObserver("", args);
+  const QParams& qp = Observe(*observer, x);
+  const std::vector<float> scale = ToFloats(qp.scale.view());
+  const std::vector<float> zp = ToFloats(qp.zero_point.view());
+  // 640 elements = 10 rows: rows 0, 10, ..., 90.
+  absl::StatusOr<TensorStats> stats =
+      ComputeTensorStats(x.view(), qp, std::nullopt, args, 2, 640);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_TRUE(stats->sampled());
+  EXPECT_EQ(stats->rows_used, 10);
+  EXPECT_EQ(stats->rows_total, rows);
+  std::vector<float> xs, ss, zs;
+  for (int64_t r = 0; r < rows; r += 10) {
+    xs.insert(xs.end(), xf.begin() + r * cols, xf.begin() + (r + 1) * cols);
+    ss.push_back(scale[r]);
+    zs.push_back(zp[r]);
+  }
+  const Direct d = DirectStats(xs, 10, cols, cols, ss, zs, -128, 127);
+  EXPECT_NEAR(stats->sqnr_db, d.sqnr_db, 1e-9);
+  EXPECT_EQ(stats->clipped, d.clipped);
+  EXPECT_EQ(stats->finite, 10 * cols);
+  // Whole blocks are kept together: 4-row blocks, at most 2 bands of 4 rows.
+  QuantizationArgs blocks = *ParseQuantizationArgs(
+      R"({"num_bits":8,"strategy":"block","block_structure":[4,16]})");
+  std::unique_ptr<Observer> block_observer = *CreateObserver("", blocks);
+  const QParams& bqp = Observe(*block_observer, x);
+  absl::StatusOr<TensorStats> bstats =
+      ComputeTensorStats(x.view(), bqp, std::nullopt, blocks, 1, 2 * 4 * cols);
+  ASSERT_TRUE(bstats.ok());
+  EXPECT_EQ(bstats->rows_used, 8);
+  // No sampling when the tensor is small enough.
+  absl::StatusOr<TensorStats> all =
+      ComputeTensorStats(x.view(), qp, std::nullopt, args, 1, rows * cols);
+  ASSERT_TRUE(all.ok());
+  EXPECT_FALSE(all->sampled());
+  EXPECT_EQ(all->rows_used, rows);
+}
+
 TEST(CalibrateStatsTest, LargeTensorsAreChunkedWithoutChangingResults) {
   // 1100 x 1000 elements: more than one row chunk. Compared with the direct
   // computation (int) and with the same tensor viewed as 3-D, which is

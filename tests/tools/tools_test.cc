@@ -266,13 +266,14 @@ TEST_F(CalibrateErrorTest, UsageErrors) {
 }
 
 TEST_F(CalibrateErrorTest, MemoryBudgetStopsLargeAllocations) {
-  // A [1024, 1024] F32 weight: its qparams and summary need several MiB of
-  // tensors, more than a 1 MiB budget allows.
+  // A [1024, 1024] F32 weight.
   const std::string big = dir_ + "/big.safetensors";
   std::vector<std::pair<std::string, Tensor>> t;
   t.emplace_back("big.weight", RandomTensor(DType::kF32, {1024, 1024}, 5));
   WriteTensors(big, std::move(t));
-  ToolRun run = Expect(1, {"--input=" + big, "--scheme=W8A16",
+  // NVFP4: 65536 units of 16 elements; their statistics and qparams need
+  // more than 1 MiB.
+  ToolRun run = Expect(1, {"--input=" + big, "--scheme=NVFP4",
                            "--memory_budget_mb=1"});
   EXPECT_THAT(run.err, HasSubstr("big.weight"));
   EXPECT_THAT(run.err, HasSubstr("memory budget"));
