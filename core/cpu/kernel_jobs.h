@@ -1,0 +1,67 @@
+// Private to core/cpu: the plain-data descriptions of one kernel call that the
+// dispatching code (compiled once) hands to the per-SIMD-target code
+// (compiled once per target by Highway's foreach_target mechanism).
+#ifndef QCAL_CORE_CPU_KERNEL_JOBS_H_
+#define QCAL_CORE_CPU_KERNEL_JOBS_H_
+
+#include <cstdint>
+
+#include "core/layout.h"
+#include "core/quant_math.h"
+
+namespace qcal {
+namespace internal_cpu {
+
+// MinMaxJob is one validated min/max request.
+struct MinMaxJob {
+  const void* data = nullptr;
+  TileGrid grid;
+  FloatFormat format = FloatFormat::kF32;
+  bool skip_nonfinite = false;
+  int threads = 1;
+  float* out_min = nullptr;
+  float* out_max = nullptr;
+  int64_t* first_nonfinite = nullptr;  // may be null
+};
+
+// CandidateConsts are one (unit, candidate)'s fake-quantization constants
+// (from CandidateParams<F>): the scale, the zero point rounded to the
+// observed format and as stored, and the effective scale under a global
+// scale.
+struct CandidateConsts {
+  float scale;
+  float zero_point_rounded;
+  float zero_point;
+  float effective_scale;
+};
+
+// PowMode selects PowNorm's computation for float32 tensors.
+enum class PowMode : uint8_t { kGeneral, kSquare, kCube, kSqrt };
+
+// MseJob is one validated MSE-error request with its per-candidate constants
+// precomputed.
+struct MseJob {
+  const void* data = nullptr;
+  TileGrid grid;
+  FloatFormat format = FloatFormat::kF32;
+  QuantSpec spec;
+  bool has_global_scale = false;
+  bool skip_nonfinite = false;
+  float norm_exponent = 2.4f;
+  PowMode pow_mode = PowMode::kGeneral;
+  // PowNorm<F> of every non-negative F value, indexed by its bit pattern
+  // (f16 / bf16 only; 2^15 entries).
+  const float* pow_table = nullptr;
+  const int64_t* units = nullptr;
+  int64_t num_units = 0;
+  int64_t num_candidates = 0;
+  const CandidateConsts* consts = nullptr;   // [unit][candidate]
+  const FakeQuantParams* params = nullptr;   // [unit][candidate]
+  int threads = 1;
+  float* errors = nullptr;                   // [unit][candidate]
+};
+
+}  // namespace internal_cpu
+}  // namespace qcal
+
+#endif  // QCAL_CORE_CPU_KERNEL_JOBS_H_

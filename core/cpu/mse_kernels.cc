@@ -1,0 +1,581 @@
+// Vectorised, fused MSE-error evaluation (SimdMseErrors), compiled for every
+// SIMD target by Highway (this file is re-included once per target).
+//
+// Work is a list of units, each a rectangle of rows. For each row of a unit
+// the row is converted once into a float32 buffer (zero-padded to a multiple
+// of 16) that stays in L1/L2 cache while every requested candidate is
+// evaluated on it, with the candidate's constants in registers: each unit's
+// data is read from memory once per call.
+//
+// Per element and candidate the kernel computes ErrorTerm<F>(x,
+// FakeQuantize<F>(x)) with the same IEEE operations in the same order as the
+// scalar code (core/cpu/simd_math-inl.h), and adds it to the double
+// accumulator of lane (column offset % 16) in column order, exactly the
+// canonical order of MseRequest: 16 consecutive floats are 16/N vectors of N
+// floats, each split into two halves widened to double, so accumulator
+// vector 2i + h holds lanes [i N + h N/2, i N + (h + 1) N/2). The last,
+// partial block of a row is masked lane by lane. For f16/bf16 tensors the
+// error term |e|^norm takes one of 2^15 values (e is a value of the format),
+// so it is looked up in a table of PowNorm<F> built once per exponent.
+//
+// Rows that contain a non-finite value (only possible with kSkip, or when a
+// caller bypasses the min/max check) go through the scalar RowErrorSum.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "core/cpu/kernel_jobs.h"
+#include "core/element_access.h"
+#include "core/parallel.h"
+#include "core/quant_math.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "core/cpu/mse_kernels.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/aligned_allocator.h"
+#include "hwy/highway.h"
+#include "core/cpu/simd_math-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace qcal {
+namespace internal_cpu {
+namespace HWY_NAMESPACE {
+
+namespace hn = hwy::HWY_NAMESPACE;
+namespace simd = qcal::HWY_NAMESPACE::simd;
+
+using DF = hn::ScalableTag<float>;
+constexpr size_t kNF = hn::MaxLanes(DF());
+static_assert(kErrorSumLanes % kNF == 0, "16 must be a multiple of lanes");
+// Float vectors per block of 16 columns. Each float vector is widened to
+// double in kParts parts of kDL lanes (halves; the whole single lane on the
+// scalar target), each with its own accumulator vector.
+constexpr size_t kVecs = kErrorSumLanes / kNF;
+#if HWY_TARGET == HWY_SCALAR
+constexpr size_t kParts = 1;
+using DFP = DF;
+#else
+constexpr size_t kParts = 2;
+using DFP = hn::Half<DF>;
+#endif
+constexpr size_t kDL = kNF / kParts;
+constexpr size_t kAccs = kVecs * kParts;
+using DD = hn::Rebind<double, DFP>;
+
+// Part kPart of a float vector (see kParts).
+template <size_t kPart>
+HWY_INLINE hn::Vec<DFP> Part(hn::Vec<DF> v) {
+#if HWY_TARGET == HWY_SCALAR
+  return v;
+#else
+  if constexpr (kPart == 0) {
+    return hn::LowerHalf(DFP(), v);
+  } else {
+    return hn::UpperHalf(DFP(), v);
+  }
+#endif
+}
+
+// fake_quantize(x) - x, rounded to F, in absolute value (ErrorTerm's |e|).
+template <FloatFormat F, QuantKind K, bool kGlobal>
+HWY_INLINE hn::Vec<DF> AbsError(DF df, hn::Vec<DF> x, hn::Vec<DF> scale,
+                                hn::Vec<DF> zp_rounded, hn::Vec<DF> zp,
+                                hn::Vec<DF> eff, hn::Vec<DF> q_min,
+                                hn::Vec<DF> q_max) {
+  hn::Vec<DF> fq;
+  if constexpr (kGlobal) {
+    // Promoted to float32 throughout (FakeQuantize's global-scale branch).
+    auto q = hn::Add(hn::Div(x, eff), zp_rounded);
+    q = hn::Min(hn::Max(q, q_min), q_max);
+    q = simd::RoundV<F>(df, simd::GridV<K>(df, q));
+    fq = simd::RoundV<F>(df, hn::Mul(hn::Sub(q, zp), eff));
+  } else {
+    auto q = simd::RoundV<F>(df, hn::Div(x, scale));
+    q = simd::RoundV<F>(df, hn::Add(q, zp_rounded));
+    q = simd::RoundV<F>(df, hn::Min(hn::Max(q, q_min), q_max));
+    q = simd::RoundV<F>(df, simd::GridV<K>(df, q));
+    fq = simd::RoundV<F>(
+        df, hn::Mul(simd::RoundV<F>(df, hn::Sub(q, zp_rounded)), scale));
+  }
+  return hn::Abs(simd::RoundV<F>(df, hn::Sub(fq, x)));
+}
+
+// Table index of a non-negative value of F (or NaN) held in a float: its
+// bit pattern in F.
+template <FloatFormat F>
+HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> TableIndex(DF df, hn::Vec<DF> e) {
+  const hn::RebindToUnsigned<DF> du;
+  const hn::RebindToSigned<DF> di;
+  const auto u = hn::BitCast(du, e);
+  if constexpr (F == FloatFormat::kBF16) {
+    return hn::BitCast(di, hn::ShiftRight<16>(u));
+  } else {
+    // Normal halves: rebias the exponent; subnormal halves: e * 2^24 is the
+    // mantissa (exact); infinity and NaN: their canonical codes.
+    // e >= 0 (or a NaN without sign), so its bits compare as signed ints.
+    const auto ui = hn::BitCast(di, u);
+    const auto normal = hn::Sub(hn::ShiftRight<13>(ui), hn::Set(di, 0x1C000));
+    const auto sub = hn::ConvertTo(di, hn::Mul(e, hn::Set(df, 16777216.0f)));
+    auto idx = hn::IfThenElse(hn::Lt(ui, hn::Set(di, 0x38800000)), sub, normal);
+    idx = hn::IfThenElse(
+        hn::Gt(ui, hn::Set(di, 0x7F7FFFFF)),
+        hn::IfThenElse(hn::Eq(ui, hn::Set(di, 0x7F800000)),
+                       hn::Set(di, 0x7C00), hn::Set(di, 0x7E00)),
+        idx);
+    return idx;
+  }
+}
+
+// Widens part kPart of the error magnitudes e to double error terms.
+template <FloatFormat F, PowMode kPow, size_t kPart>
+HWY_INLINE hn::Vec<DD> Terms(hn::Vec<DF> e, hn::Vec<DD> exponent,
+                             const float* HWY_RESTRICT table) {
+  const DF df;
+  const DFP dfp;
+  const DD dd;
+  if constexpr (F == FloatFormat::kF32 && kPow == PowMode::kGeneral) {
+    // PowPositive in double, rounded to float32 (static_cast<float>), then
+    // widened for the sum.
+    return hn::PromoteTo(
+        dd, simd::DemoteF64V(dfp, simd::PowPositiveV(
+                                  dd, hn::PromoteTo(dd, Part<kPart>(e)),
+                                  exponent)));
+  } else {
+    hn::Vec<DF> t;
+    if constexpr (F != FloatFormat::kF32) {
+      t = hn::GatherIndex(df, table, TableIndex<F>(df, e));
+    } else if constexpr (kPow == PowMode::kSquare) {
+      t = hn::Mul(e, e);
+    } else if constexpr (kPow == PowMode::kCube) {
+      t = hn::Mul(hn::Mul(e, e), e);
+    } else {
+      t = hn::Sqrt(e);
+    }
+    return hn::PromoteTo(dd, Part<kPart>(t));
+  }
+}
+
+// Adds the error terms of one block of 16 values (kVecs vectors at x) to
+// the accumulators; `valid` leading lanes count (16 for a full block).
+template <FloatFormat F, QuantKind K, bool kGlobal, PowMode kPow,
+          bool kMasked>
+HWY_INLINE void AccumulateBlock(const float* HWY_RESTRICT x, size_t valid,
+                                const CandidateConsts& c, hn::Vec<DF> q_min,
+                                hn::Vec<DF> q_max, hn::Vec<DD> exponent,
+                                const float* HWY_RESTRICT table,
+                                hn::Vec<DD>* acc) {
+  const DF df;
+  const DD dd;
+  const auto scale = hn::Set(df, c.scale);
+  const auto zp_rounded = hn::Set(df, c.zero_point_rounded);
+  const auto zp = hn::Set(df, c.zero_point);
+  const auto eff = hn::Set(df, c.effective_scale);
+  for (size_t i = 0; i < kVecs; ++i) {
+    const auto xv = hn::Load(df, x + i * kNF);
+    const auto e = AbsError<F, K, kGlobal>(df, xv, scale, zp_rounded, zp, eff,
+                                           q_min, q_max);
+    hn::Vec<DD> t[kParts];
+    t[0] = Terms<F, kPow, 0>(e, exponent, table);
+    if constexpr (kParts == 2) t[1] = Terms<F, kPow, 1>(e, exponent, table);
+    for (size_t p = 0; p < kParts; ++p) {
+      if constexpr (kMasked) {
+        const size_t base = i * kNF + p * kDL;
+        const size_t n = valid > base ? std::min(valid - base, kDL) : 0;
+        t[p] = hn::IfThenElseZero(hn::FirstN(dd, n), t[p]);
+      }
+      // Adding a masked-out +0.0 leaves an accumulator unchanged (they
+      // start at +0.0 and only grow), so this is exactly "skip the lane".
+      acc[kParts * i + p] = hn::Add(acc[kParts * i + p], t[p]);
+    }
+  }
+}
+
+// Row sums of every candidate for one row held in x (n values, zero-padded
+// to a multiple of 16, all finite).
+template <FloatFormat F, QuantKind K, bool kGlobal, PowMode kPow>
+HWY_NOINLINE void CandidateRowSums(const MseJob& job,
+                                   const float* HWY_RESTRICT x, int64_t n,
+                                   const CandidateConsts* consts,
+                                   double* sums) {
+  const DF df;
+  const DD dd;
+  const auto q_min = hn::Set(df, job.spec.q_min);
+  const auto q_max = hn::Set(df, job.spec.q_max);
+  const auto exponent = hn::Set(dd, static_cast<double>(job.norm_exponent));
+  const int64_t full = n / kErrorSumLanes;
+  const size_t rest = static_cast<size_t>(n % kErrorSumLanes);
+  HWY_ALIGN double lanes[kErrorSumLanes];
+  for (int64_t c = 0; c < job.num_candidates; ++c) {
+    hn::Vec<DD> acc[kAccs];
+    for (size_t a = 0; a < kAccs; ++a) acc[a] = hn::Zero(dd);
+    for (int64_t b = 0; b < full; ++b) {
+      AccumulateBlock<F, K, kGlobal, kPow, false>(
+          x + b * kErrorSumLanes, kErrorSumLanes, consts[c], q_min, q_max,
+          exponent, job.pow_table, acc);
+    }
+    if (rest != 0) {
+      AccumulateBlock<F, K, kGlobal, kPow, true>(
+          x + full * kErrorSumLanes, rest, consts[c], q_min, q_max,
+          exponent, job.pow_table, acc);
+    }
+    for (size_t a = 0; a < kAccs; ++a) {
+      hn::Store(acc[a], dd, lanes + a * kDL);
+    }
+    double sum = 0.0;
+    for (int l = 0; l < kErrorSumLanes; ++l) sum += lanes[l];
+    sums[c] = sum;
+  }
+}
+
+using RowSumsFn = void (*)(const MseJob&, const float*, int64_t,
+                           const CandidateConsts*, double*);
+
+template <FloatFormat F, QuantKind K, bool kGlobal>
+RowSumsFn PickPow(PowMode mode) {
+  if constexpr (F != FloatFormat::kF32) {
+    return &CandidateRowSums<F, K, kGlobal, PowMode::kGeneral>;
+  } else {
+    switch (mode) {
+      case PowMode::kSquare:
+        return &CandidateRowSums<F, K, kGlobal, PowMode::kSquare>;
+      case PowMode::kCube:
+        return &CandidateRowSums<F, K, kGlobal, PowMode::kCube>;
+      case PowMode::kSqrt:
+        return &CandidateRowSums<F, K, kGlobal, PowMode::kSqrt>;
+      default:
+        return &CandidateRowSums<F, K, kGlobal, PowMode::kGeneral>;
+    }
+  }
+}
+
+template <FloatFormat F, QuantKind K>
+RowSumsFn PickGlobal(const MseJob& job) {
+  return job.has_global_scale ? PickPow<F, K, true>(job.pow_mode)
+                              : PickPow<F, K, false>(job.pow_mode);
+}
+
+template <FloatFormat F>
+RowSumsFn PickKind(const MseJob& job) {
+  switch (job.spec.kind) {
+    case QuantKind::kFp8:
+      return PickGlobal<F, QuantKind::kFp8>(job);
+    case QuantKind::kFp4:
+      return PickGlobal<F, QuantKind::kFp4>(job);
+    default:
+      return PickGlobal<F, QuantKind::kInt>(job);
+  }
+}
+
+// Converts n elements of row data to float32 into buf (zero-padded to a
+// multiple of 16); returns whether all are finite.
+template <FloatFormat F>
+HWY_INLINE bool LoadRow(const void* data, int64_t begin, int64_t n,
+                        float* HWY_RESTRICT buf) {
+  const DF df;
+  const hn::RebindToSigned<DF> du;
+  const int64_t padded =
+      (n + kErrorSumLanes - 1) / kErrorSumLanes * kErrorSumLanes;
+  const int64_t vec_end = n / kNF * kNF;
+  auto any_bad = hn::Zero(du);
+  const auto mag = hn::Set(du, 0x7FFFFFFF);
+  for (int64_t i = 0; i < vec_end; i += kNF) {
+    const auto v = simd::LoadF32V<F>(df, data, begin + i);
+    // A value is non-finite when its magnitude bits are >= 0x7F800000:
+    // keep the largest magnitude and test once.
+    any_bad = hn::Max(any_bad, hn::And(hn::BitCast(du, v), mag));
+    hn::Store(v, df, buf + i);
+  }
+  bool finite =
+      hn::GetLane(hn::MaxOfLanes(du, any_bad)) < 0x7F800000;
+  for (int64_t i = vec_end; i < n; ++i) {
+    const float v = LoadAs<F>(data, begin + i);
+    finite = finite && IsFiniteF(v);
+    buf[i] = v;
+  }
+  for (int64_t i = n; i < padded; ++i) buf[i] = 0.0f;
+  return finite;
+}
+
+template <FloatFormat F>
+void MseImpl(const MseJob& job) {
+  const TileGrid& g = job.grid;
+  const int64_t gc = g.grid_cols();
+  const int64_t ncand = job.num_candidates;
+  const RowSumsFn row_sums = PickKind<F>(job);
+  // Rows of each listed unit.
+  auto unit_rows = [&](int64_t i) {
+    const int64_t ti = job.units[i] / gc;
+    return g.row_end(ti) - g.row_begin(ti);
+  };
+  auto unit_cols = [&](int64_t i) {
+    const int64_t tj = job.units[i] % gc;
+    return g.col_end(tj) - g.col_begin(tj);
+  };
+  // One row of listed unit i: every candidate's row sum into out[ncand].
+  auto do_row = [&](int64_t i, int64_t row_in_unit, float* buf,
+                    double* out) {
+    const int64_t u = job.units[i];
+    const int64_t ti = u / gc, tj = u % gc;
+    const int64_t r = g.row_begin(ti) + row_in_unit;
+    const int64_t c0 = g.col_begin(tj), n = g.col_end(tj) - c0;
+    const int64_t begin = r * g.cols + c0;
+    if (LoadRow<F>(job.data, begin, n, buf)) {
+      row_sums(job, buf, n, job.consts + i * ncand, out);
+      return;
+    }
+    const void* data = job.data;
+    auto load = [data, begin](int64_t k) { return LoadAs<F>(data, begin + k); };
+    for (int64_t c = 0; c < ncand; ++c) {
+      out[c] = RowErrorSum<F>(load, n, job.params[i * ncand + c], job.spec,
+                              job.norm_exponent, job.skip_nonfinite);
+    }
+  };
+  const int64_t max_cols = std::min(g.tile_cols, g.cols);
+  const int64_t buf_len =
+      (max_cols + kErrorSumLanes - 1) / kErrorSumLanes * kErrorSumLanes;
+  const int threads = job.threads;
+  // Work of one row, to size the hand-out chunks (~2^16 element-candidates).
+  const int64_t row_work = std::max<int64_t>(1, max_cols * ncand);
+  bool few_units = job.num_units < 4 * static_cast<int64_t>(threads);
+  bool single_rows = true;
+  for (int64_t i = 0; i < job.num_units && single_rows; ++i) {
+    single_rows = unit_rows(i) == 1;
+  }
+  if (!few_units || single_rows || threads == 1) {
+    // Units are the work items; a unit's rows are added in row order.
+    const int64_t unit_work =
+        std::max<int64_t>(1, row_work * std::max<int64_t>(1, g.tile_rows));
+    ParallelFor(job.num_units, threads,
+                std::max<int64_t>(1, (int64_t{1} << 16) / unit_work),
+                [&](int64_t begin, int64_t end) {
+                  auto buf = hwy::AllocateAligned<float>(buf_len);
+                  std::vector<double> row(ncand), total(ncand);
+                  for (int64_t i = begin; i < end; ++i) {
+                    std::fill(total.begin(), total.end(), 0.0);
+                    const int64_t rows = unit_rows(i);
+                    for (int64_t k = 0; k < rows; ++k) {
+                      do_row(i, k, buf.get(), row.data());
+                      for (int64_t c = 0; c < ncand; ++c) total[c] += row[c];
+                    }
+                    for (int64_t c = 0; c < ncand; ++c) {
+                      job.errors[i * ncand + c] = FinishErrorSum<F>(total[c]);
+                    }
+                  }
+                });
+    (void)unit_cols;
+    return;
+  }
+  // Few units with many rows (tensor, a few blocks): rows are the work
+  // items; their sums are kept and added per unit in row order afterwards.
+  std::vector<int64_t> start(job.num_units + 1, 0);
+  for (int64_t i = 0; i < job.num_units; ++i) {
+    start[i + 1] = start[i] + unit_rows(i);
+  }
+  const int64_t items = start.back();
+  std::vector<double> sums(static_cast<size_t>(items * ncand));
+  ParallelFor(items, threads,
+              std::max<int64_t>(1, (int64_t{1} << 16) / row_work),
+              [&](int64_t begin, int64_t end) {
+                auto buf = hwy::AllocateAligned<float>(buf_len);
+                int64_t i = std::upper_bound(start.begin(), start.end(), begin) -
+                            start.begin() - 1;
+                for (int64_t item = begin; item < end; ++item) {
+                  while (item >= start[i + 1]) ++i;
+                  do_row(i, item - start[i], buf.get(),
+                         sums.data() + item * ncand);
+                }
+              });
+  for (int64_t i = 0; i < job.num_units; ++i) {
+    for (int64_t c = 0; c < ncand; ++c) {
+      double total = 0.0;
+      for (int64_t item = start[i]; item < start[i + 1]; ++item) {
+        total += sums[item * ncand + c];
+      }
+      job.errors[i * ncand + c] = FinishErrorSum<F>(total);
+    }
+  }
+}
+
+void PowNormTarget(FloatFormat format, const float* a, int64_t n,
+                   float exponent, const float* table, float* out) {
+  const DF df;
+  const DD dd;
+  const auto ed = hn::Set(dd, static_cast<double>(exponent));
+  HWY_ALIGN float in[kNF];
+  HWY_ALIGN double parts[kNF];
+  for (int64_t i = 0; i < n; i += kNF) {
+    const int64_t m = std::min<int64_t>(kNF, n - i);
+    for (int64_t k = 0; k < static_cast<int64_t>(kNF); ++k) {
+      in[k] = k < m ? a[i + k] : 0.0f;
+    }
+    const auto e = hn::Load(df, in);
+    auto store = [&](auto t0, auto t1) {
+      hn::Store(t0, dd, parts);
+      if constexpr (kParts == 2) hn::Store(t1, dd, parts + kDL);
+      for (int64_t k = 0; k < m; ++k) out[i + k] = static_cast<float>(parts[k]);
+    };
+    if (format == FloatFormat::kF32) {
+      store(Terms<FloatFormat::kF32, PowMode::kGeneral, 0>(e, ed, table),
+            Terms<FloatFormat::kF32, PowMode::kGeneral, kParts - 1>(e, ed,
+                                                                    table));
+    } else if (format == FloatFormat::kBF16) {
+      store(Terms<FloatFormat::kBF16, PowMode::kGeneral, 0>(e, ed, table),
+            Terms<FloatFormat::kBF16, PowMode::kGeneral, kParts - 1>(e, ed,
+                                                                     table));
+    } else {
+      store(Terms<FloatFormat::kF16, PowMode::kGeneral, 0>(e, ed, table),
+            Terms<FloatFormat::kF16, PowMode::kGeneral, kParts - 1>(e, ed,
+                                                                    table));
+    }
+  }
+}
+
+void MseTarget(const MseJob& job) {
+  switch (job.format) {
+    case FloatFormat::kF16:
+      return MseImpl<FloatFormat::kF16>(job);
+    case FloatFormat::kBF16:
+      return MseImpl<FloatFormat::kBF16>(job);
+    default:
+      return MseImpl<FloatFormat::kF32>(job);
+  }
+}
+
+// NOLINTNEXTLINE(google-readability-namespace-comments)
+}  // namespace HWY_NAMESPACE
+}  // namespace internal_cpu
+}  // namespace qcal
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include "absl/synchronization/mutex.h"
+#include "core/cpu/reference_kernels.h"
+#include "core/cpu/simd_kernels.h"
+#include "core/qparams.h"
+
+namespace qcal {
+namespace internal_cpu {
+
+HWY_EXPORT(MseTarget);
+HWY_EXPORT(PowNormTarget);
+
+namespace {
+
+// PowTable is PowNorm<F>(v, exponent) for every non-negative value v of a
+// 16-bit format, indexed by v's bit pattern (NaN codes map to NaN).
+struct PowTable {
+  FloatFormat format;
+  uint32_t exponent_bits;
+  std::vector<float> values;
+};
+
+template <FloatFormat F>
+std::vector<float> BuildPowTable(float exponent) {
+  std::vector<float> t(1 << 15);
+  for (uint32_t i = 0; i < t.size(); ++i) {
+    const uint16_t bits = static_cast<uint16_t>(i);
+    const float v = F == FloatFormat::kBF16 ? Bf16BitsToFloat(bits)
+                                            : F16BitsToFloat(bits);
+    t[i] = PowNorm<F>(v, exponent);
+  }
+  return t;
+}
+
+// Returns the (cached) table of `format` and `exponent`. Building one costs
+// 2^15 scalar pows; calibration uses one or two exponents per process.
+std::shared_ptr<const PowTable> GetPowTable(FloatFormat format,
+                                            float exponent) {
+  static absl::Mutex mu(absl::kConstInit);
+  static auto* cache = new std::vector<std::shared_ptr<const PowTable>>();
+  const uint32_t bits = FloatToBits(exponent);
+  {
+    absl::MutexLock lock(&mu);
+    for (const auto& t : *cache) {
+      if (t->format == format && t->exponent_bits == bits) return t;
+    }
+  }
+  auto table = std::make_shared<PowTable>();
+  table->format = format;
+  table->exponent_bits = bits;
+  table->values = format == FloatFormat::kBF16
+                      ? BuildPowTable<FloatFormat::kBF16>(exponent)
+                      : BuildPowTable<FloatFormat::kF16>(exponent);
+  absl::MutexLock lock(&mu);
+  if (cache->size() >= 8) cache->erase(cache->begin());
+  cache->push_back(table);
+  return table;
+}
+
+}  // namespace
+}  // namespace internal_cpu
+
+absl::Status SimdMseErrors(const MseRequest& request, const ExecOptions& exec,
+                           float* errors) {
+  absl::Status s = ValidateMseRequest(request);
+  if (!s.ok()) return s;
+  using internal_cpu::CandidateConsts;
+  internal_cpu::MseJob job;
+  job.data = request.x.data();
+  job.grid = request.grid;
+  job.format = request.format;
+  job.spec = request.spec;
+  job.has_global_scale = request.has_global_scale;
+  job.skip_nonfinite = request.nonfinite == NonFinitePolicy::kSkip;
+  job.norm_exponent = request.norm_exponent;
+  job.units = request.units.data();
+  job.num_units = static_cast<int64_t>(request.units.size());
+  job.num_candidates = static_cast<int64_t>(request.shrink.size());
+  job.threads = ResolveThreads(exec.threads);
+  job.errors = errors;
+  if (job.num_units == 0 || job.num_candidates == 0) return absl::OkStatus();
+  const float e = request.norm_exponent;
+  job.pow_mode = e == 2.0f   ? internal_cpu::PowMode::kSquare
+                 : e == 3.0f ? internal_cpu::PowMode::kCube
+                 : e == 0.5f ? internal_cpu::PowMode::kSqrt
+                             : internal_cpu::PowMode::kGeneral;
+  std::shared_ptr<const internal_cpu::PowTable> table;
+  if (request.format != FloatFormat::kF32) {
+    table = internal_cpu::GetPowTable(request.format, e);
+    job.pow_table = table->values.data();
+  }
+  // Per (unit, candidate) constants, exactly as the scalar kernel derives
+  // them (CandidateParams<F>).
+  const int64_t count = job.num_units * job.num_candidates;
+  std::vector<FakeQuantParams> params(count);
+  std::vector<CandidateConsts> consts(count);
+  DispatchFormat(request.format, [&](auto f) {
+    constexpr FloatFormat F = decltype(f)::value;
+    for (int64_t i = 0; i < job.num_units; ++i) {
+      for (int64_t c = 0; c < job.num_candidates; ++c) {
+        const FakeQuantParams p = CandidateParams<F>(
+            request.unit_min[i], request.unit_max[i], request.shrink[c],
+            request.spec, request.has_global_scale, request.global_scale);
+        params[i * job.num_candidates + c] = p;
+        consts[i * job.num_candidates + c] = CandidateConsts{
+            p.scale, Round<F>(p.zero_point), p.zero_point, p.effective_scale};
+      }
+    }
+  });
+  job.params = params.data();
+  job.consts = consts.data();
+  HWY_DYNAMIC_DISPATCH(internal_cpu::MseTarget)(job);
+  return absl::OkStatus();
+}
+
+void SimdPowNormForTest(FloatFormat format, const float* a, int64_t n,
+                        float exponent, float* out) {
+  std::shared_ptr<const internal_cpu::PowTable> table;
+  const float* values = nullptr;
+  if (format != FloatFormat::kF32) {
+    table = internal_cpu::GetPowTable(format, exponent);
+    values = table->values.data();
+  }
+  HWY_DYNAMIC_DISPATCH(internal_cpu::PowNormTarget)(format, a, n, exponent,
+                                                    values, out);
+}
+
+}  // namespace qcal
+#endif  // HWY_ONCE
