@@ -49,17 +49,38 @@ struct MseJob {
   bool skip_nonfinite = false;
   float norm_exponent = 2.4f;
   PowMode pow_mode = PowMode::kGeneral;
+  // Symmetric args whose clamp bounds and grid values are all values of the
+  // format (see AbsError in mse_kernels.cc).
+  bool lean = false;
   // PowNorm<F> of every non-negative F value, indexed by its bit pattern
   // (f16 / bf16 only; 2^15 entries).
   const float* pow_table = nullptr;
+  float global_scale = 1.0f;
   const int64_t* units = nullptr;
+  const float* unit_min = nullptr;
+  const float* unit_max = nullptr;
   int64_t num_units = 0;
+  const float* shrink = nullptr;
   int64_t num_candidates = 0;
-  const CandidateConsts* consts = nullptr;   // [unit][candidate]
-  const FakeQuantParams* params = nullptr;   // [unit][candidate]
   int threads = 1;
-  float* errors = nullptr;                   // [unit][candidate]
+  float* errors = nullptr;  // [unit][candidate]
 };
+
+// UnitCandidates computes listed unit i's fake-quantization parameters for
+// every candidate, exactly as the scalar kernel does (CandidateParams<F>),
+// and the kernels' constants from them.
+template <FloatFormat F>
+inline void UnitCandidates(const MseJob& job, int64_t i,
+                           FakeQuantParams* params, CandidateConsts* consts) {
+  for (int64_t c = 0; c < job.num_candidates; ++c) {
+    const FakeQuantParams p = CandidateParams<F>(
+        job.unit_min[i], job.unit_max[i], job.shrink[c], job.spec,
+        job.has_global_scale, job.global_scale);
+    params[c] = p;
+    consts[c] = CandidateConsts{p.scale, Round<F>(p.zero_point), p.zero_point,
+                                p.effective_scale};
+  }
+}
 
 }  // namespace internal_cpu
 }  // namespace qcal

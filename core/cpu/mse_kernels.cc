@@ -80,13 +80,23 @@ HWY_INLINE hn::Vec<DFP> Part(hn::Vec<DF> v) {
 }
 
 // fake_quantize(x) - x, rounded to F, in absolute value (ErrorTerm's |e|).
-template <FloatFormat F, QuantKind K, bool kGlobal>
+//
+// kLean (symmetric args whose clamp bounds and grid values are values of F,
+// and F != f32) leaves out steps that provably change nothing: adding and
+// subtracting a zero point of 0 (which could only turn -0 into +0 in q and
+// fq; a zero's sign never reaches |fq - x|, which is |x| or 0 then), and
+// rounding to F a clamp result or a grid value that already is a value of F.
+template <FloatFormat F, QuantKind K, bool kGlobal, bool kLean>
 HWY_INLINE hn::Vec<DF> AbsError(DF df, hn::Vec<DF> x, hn::Vec<DF> scale,
                                 hn::Vec<DF> zp_rounded, hn::Vec<DF> zp,
                                 hn::Vec<DF> eff, hn::Vec<DF> q_min,
                                 hn::Vec<DF> q_max) {
   hn::Vec<DF> fq;
-  if constexpr (kGlobal) {
+  if constexpr (kLean && !kGlobal) {
+    auto q = simd::RoundV<F>(df, hn::Div(x, scale));
+    q = simd::GridV<K>(df, hn::Min(hn::Max(q, q_min), q_max));
+    fq = simd::RoundV<F>(df, hn::Mul(q, scale));
+  } else if constexpr (kGlobal) {
     // Promoted to float32 throughout (FakeQuantize's global-scale branch).
     auto q = hn::Add(hn::Div(x, eff), zp_rounded);
     q = hn::Min(hn::Max(q, q_min), q_max);
@@ -129,38 +139,46 @@ HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> TableIndex(DF df, hn::Vec<DF> e) {
   }
 }
 
-// Widens part kPart of the error magnitudes e to double error terms.
-template <FloatFormat F, PowMode kPow, size_t kPart>
-HWY_INLINE hn::Vec<DD> Terms(hn::Vec<DF> e, hn::Vec<DD> exponent,
-                             const float* HWY_RESTRICT table) {
+// The error terms |e|^norm of a vector of error magnitudes, widened to
+// double in kParts parts.
+template <FloatFormat F, PowMode kPow>
+HWY_INLINE void Terms(hn::Vec<DF> e, hn::Vec<DD> exponent,
+                      const float* HWY_RESTRICT table, hn::Vec<DD>* t) {
   const DF df;
   const DFP dfp;
   const DD dd;
   if constexpr (F == FloatFormat::kF32 && kPow == PowMode::kGeneral) {
     // PowPositive in double, rounded to float32 (static_cast<float>), then
     // widened for the sum.
-    return hn::PromoteTo(
+    t[0] = hn::PromoteTo(
         dd, simd::DemoteF64V(dfp, simd::PowPositiveV(
-                                  dd, hn::PromoteTo(dd, Part<kPart>(e)),
-                                  exponent)));
-  } else {
-    hn::Vec<DF> t;
-    if constexpr (F != FloatFormat::kF32) {
-      t = hn::GatherIndex(df, table, TableIndex<F>(df, e));
-    } else if constexpr (kPow == PowMode::kSquare) {
-      t = hn::Mul(e, e);
-    } else if constexpr (kPow == PowMode::kCube) {
-      t = hn::Mul(hn::Mul(e, e), e);
-    } else {
-      t = hn::Sqrt(e);
+                                      dd, hn::PromoteTo(dd, Part<0>(e)),
+                                      exponent)));
+    if constexpr (kParts == 2) {
+      t[1] = hn::PromoteTo(
+          dd, simd::DemoteF64V(dfp, simd::PowPositiveV(
+                                        dd, hn::PromoteTo(dd, Part<1>(e)),
+                                        exponent)));
     }
-    return hn::PromoteTo(dd, Part<kPart>(t));
+  } else {
+    hn::Vec<DF> v;
+    if constexpr (F != FloatFormat::kF32) {
+      v = hn::GatherIndex(df, table, TableIndex<F>(df, e));
+    } else if constexpr (kPow == PowMode::kSquare) {
+      v = hn::Mul(e, e);
+    } else if constexpr (kPow == PowMode::kCube) {
+      v = hn::Mul(hn::Mul(e, e), e);
+    } else {
+      v = hn::Sqrt(e);
+    }
+    t[0] = hn::PromoteTo(dd, Part<0>(v));
+    if constexpr (kParts == 2) t[1] = hn::PromoteTo(dd, Part<1>(v));
   }
 }
 
 // Adds the error terms of one block of 16 values (kVecs vectors at x) to
 // the accumulators; `valid` leading lanes count (16 for a full block).
-template <FloatFormat F, QuantKind K, bool kGlobal, PowMode kPow,
+template <FloatFormat F, QuantKind K, bool kGlobal, bool kLean, PowMode kPow,
           bool kMasked>
 HWY_INLINE void AccumulateBlock(const float* HWY_RESTRICT x, size_t valid,
                                 const CandidateConsts& c, hn::Vec<DF> q_min,
@@ -175,11 +193,10 @@ HWY_INLINE void AccumulateBlock(const float* HWY_RESTRICT x, size_t valid,
   const auto eff = hn::Set(df, c.effective_scale);
   for (size_t i = 0; i < kVecs; ++i) {
     const auto xv = hn::Load(df, x + i * kNF);
-    const auto e = AbsError<F, K, kGlobal>(df, xv, scale, zp_rounded, zp, eff,
-                                           q_min, q_max);
+    const auto e = AbsError<F, K, kGlobal, kLean>(df, xv, scale, zp_rounded,
+                                                  zp, eff, q_min, q_max);
     hn::Vec<DD> t[kParts];
-    t[0] = Terms<F, kPow, 0>(e, exponent, table);
-    if constexpr (kParts == 2) t[1] = Terms<F, kPow, 1>(e, exponent, table);
+    Terms<F, kPow>(e, exponent, table, t);
     for (size_t p = 0; p < kParts; ++p) {
       if constexpr (kMasked) {
         const size_t base = i * kNF + p * kDL;
@@ -195,7 +212,7 @@ HWY_INLINE void AccumulateBlock(const float* HWY_RESTRICT x, size_t valid,
 
 // Row sums of every candidate for one row held in x (n values, zero-padded
 // to a multiple of 16, all finite).
-template <FloatFormat F, QuantKind K, bool kGlobal, PowMode kPow>
+template <FloatFormat F, QuantKind K, bool kGlobal, bool kLean, PowMode kPow>
 HWY_NOINLINE void CandidateRowSums(const MseJob& job,
                                    const float* HWY_RESTRICT x, int64_t n,
                                    const CandidateConsts* consts,
@@ -212,12 +229,12 @@ HWY_NOINLINE void CandidateRowSums(const MseJob& job,
     hn::Vec<DD> acc[kAccs];
     for (size_t a = 0; a < kAccs; ++a) acc[a] = hn::Zero(dd);
     for (int64_t b = 0; b < full; ++b) {
-      AccumulateBlock<F, K, kGlobal, kPow, false>(
+      AccumulateBlock<F, K, kGlobal, kLean, kPow, false>(
           x + b * kErrorSumLanes, kErrorSumLanes, consts[c], q_min, q_max,
           exponent, job.pow_table, acc);
     }
     if (rest != 0) {
-      AccumulateBlock<F, K, kGlobal, kPow, true>(
+      AccumulateBlock<F, K, kGlobal, kLean, kPow, true>(
           x + full * kErrorSumLanes, rest, consts[c], q_min, q_max,
           exponent, job.pow_table, acc);
     }
@@ -233,28 +250,31 @@ HWY_NOINLINE void CandidateRowSums(const MseJob& job,
 using RowSumsFn = void (*)(const MseJob&, const float*, int64_t,
                            const CandidateConsts*, double*);
 
-template <FloatFormat F, QuantKind K, bool kGlobal>
+template <FloatFormat F, QuantKind K, bool kGlobal, bool kLean>
 RowSumsFn PickPow(PowMode mode) {
   if constexpr (F != FloatFormat::kF32) {
-    return &CandidateRowSums<F, K, kGlobal, PowMode::kGeneral>;
+    return &CandidateRowSums<F, K, kGlobal, kLean, PowMode::kGeneral>;
   } else {
     switch (mode) {
       case PowMode::kSquare:
-        return &CandidateRowSums<F, K, kGlobal, PowMode::kSquare>;
+        return &CandidateRowSums<F, K, kGlobal, kLean, PowMode::kSquare>;
       case PowMode::kCube:
-        return &CandidateRowSums<F, K, kGlobal, PowMode::kCube>;
+        return &CandidateRowSums<F, K, kGlobal, kLean, PowMode::kCube>;
       case PowMode::kSqrt:
-        return &CandidateRowSums<F, K, kGlobal, PowMode::kSqrt>;
+        return &CandidateRowSums<F, K, kGlobal, kLean, PowMode::kSqrt>;
       default:
-        return &CandidateRowSums<F, K, kGlobal, PowMode::kGeneral>;
+        return &CandidateRowSums<F, K, kGlobal, kLean, PowMode::kGeneral>;
     }
   }
 }
 
 template <FloatFormat F, QuantKind K>
 RowSumsFn PickGlobal(const MseJob& job) {
-  return job.has_global_scale ? PickPow<F, K, true>(job.pow_mode)
-                              : PickPow<F, K, false>(job.pow_mode);
+  if (job.has_global_scale) return PickPow<F, K, true, false>(job.pow_mode);
+  if constexpr (F != FloatFormat::kF32) {
+    if (job.lean) return PickPow<F, K, false, true>(job.pow_mode);
+  }
+  return PickPow<F, K, false, false>(job.pow_mode);
 }
 
 template <FloatFormat F>
@@ -305,41 +325,53 @@ void MseImpl(const MseJob& job) {
   const int64_t gc = g.grid_cols();
   const int64_t ncand = job.num_candidates;
   const RowSumsFn row_sums = PickKind<F>(job);
-  // Rows of each listed unit.
+  // Rows of listed unit i.
   auto unit_rows = [&](int64_t i) {
     const int64_t ti = job.units[i] / gc;
     return g.row_end(ti) - g.row_begin(ti);
   };
-  auto unit_cols = [&](int64_t i) {
-    const int64_t tj = job.units[i] % gc;
-    return g.col_end(tj) - g.col_begin(tj);
+  // Per-thread scratch: the row as float32, the unit's constants.
+  struct Scratch {
+    hwy::AlignedFreeUniquePtr<float[]> buf;
+    std::vector<FakeQuantParams> params;
+    std::vector<CandidateConsts> consts;
+    std::vector<double> row;
+    std::vector<double> total;
   };
-  // One row of listed unit i: every candidate's row sum into out[ncand].
-  auto do_row = [&](int64_t i, int64_t row_in_unit, float* buf,
-                    double* out) {
+  const int64_t max_cols = std::min(g.tile_cols, g.cols);
+  const int64_t buf_len =
+      (max_cols + kErrorSumLanes - 1) / kErrorSumLanes * kErrorSumLanes;
+  auto make_scratch = [&]() {
+    Scratch s{hwy::AllocateAligned<float>(buf_len), {}, {}, {}, {}};
+    s.params.resize(ncand);
+    s.consts.resize(ncand);
+    s.row.resize(ncand);
+    s.total.resize(ncand);
+    return s;
+  };
+  // One row of listed unit i (whose constants are in s): every candidate's
+  // row sum into out[ncand].
+  auto do_row = [&](int64_t i, int64_t row_in_unit, Scratch& s, double* out) {
     const int64_t u = job.units[i];
     const int64_t ti = u / gc, tj = u % gc;
     const int64_t r = g.row_begin(ti) + row_in_unit;
     const int64_t c0 = g.col_begin(tj), n = g.col_end(tj) - c0;
     const int64_t begin = r * g.cols + c0;
-    if (LoadRow<F>(job.data, begin, n, buf)) {
-      row_sums(job, buf, n, job.consts + i * ncand, out);
+    if (LoadRow<F>(job.data, begin, n, s.buf.get())) {
+      row_sums(job, s.buf.get(), n, s.consts.data(), out);
       return;
     }
     const void* data = job.data;
     auto load = [data, begin](int64_t k) { return LoadAs<F>(data, begin + k); };
     for (int64_t c = 0; c < ncand; ++c) {
-      out[c] = RowErrorSum<F>(load, n, job.params[i * ncand + c], job.spec,
+      out[c] = RowErrorSum<F>(load, n, s.params[c], job.spec,
                               job.norm_exponent, job.skip_nonfinite);
     }
   };
-  const int64_t max_cols = std::min(g.tile_cols, g.cols);
-  const int64_t buf_len =
-      (max_cols + kErrorSumLanes - 1) / kErrorSumLanes * kErrorSumLanes;
   const int threads = job.threads;
   // Work of one row, to size the hand-out chunks (~2^16 element-candidates).
   const int64_t row_work = std::max<int64_t>(1, max_cols * ncand);
-  bool few_units = job.num_units < 4 * static_cast<int64_t>(threads);
+  const bool few_units = job.num_units < 4 * static_cast<int64_t>(threads);
   bool single_rows = true;
   for (int64_t i = 0; i < job.num_units && single_rows; ++i) {
     single_rows = unit_rows(i) == 1;
@@ -351,21 +383,22 @@ void MseImpl(const MseJob& job) {
     ParallelFor(job.num_units, threads,
                 std::max<int64_t>(1, (int64_t{1} << 16) / unit_work),
                 [&](int64_t begin, int64_t end) {
-                  auto buf = hwy::AllocateAligned<float>(buf_len);
-                  std::vector<double> row(ncand), total(ncand);
+                  Scratch s = make_scratch();
                   for (int64_t i = begin; i < end; ++i) {
-                    std::fill(total.begin(), total.end(), 0.0);
+                    UnitCandidates<F>(job, i, s.params.data(), s.consts.data());
+                    std::fill(s.total.begin(), s.total.end(), 0.0);
                     const int64_t rows = unit_rows(i);
                     for (int64_t k = 0; k < rows; ++k) {
-                      do_row(i, k, buf.get(), row.data());
-                      for (int64_t c = 0; c < ncand; ++c) total[c] += row[c];
+                      do_row(i, k, s, s.row.data());
+                      for (int64_t c = 0; c < ncand; ++c) {
+                        s.total[c] += s.row[c];
+                      }
                     }
                     for (int64_t c = 0; c < ncand; ++c) {
-                      job.errors[i * ncand + c] = FinishErrorSum<F>(total[c]);
+                      job.errors[i * ncand + c] = FinishErrorSum<F>(s.total[c]);
                     }
                   }
                 });
-    (void)unit_cols;
     return;
   }
   // Few units with many rows (tensor, a few blocks): rows are the work
@@ -379,13 +412,17 @@ void MseImpl(const MseJob& job) {
   ParallelFor(items, threads,
               std::max<int64_t>(1, (int64_t{1} << 16) / row_work),
               [&](int64_t begin, int64_t end) {
-                auto buf = hwy::AllocateAligned<float>(buf_len);
+                Scratch s = make_scratch();
                 int64_t i = std::upper_bound(start.begin(), start.end(), begin) -
                             start.begin() - 1;
+                int64_t consts_of = -1;
                 for (int64_t item = begin; item < end; ++item) {
                   while (item >= start[i + 1]) ++i;
-                  do_row(i, item - start[i], buf.get(),
-                         sums.data() + item * ncand);
+                  if (consts_of != i) {
+                    UnitCandidates<F>(job, i, s.params.data(), s.consts.data());
+                    consts_of = i;
+                  }
+                  do_row(i, item - start[i], s, sums.data() + item * ncand);
                 }
               });
   for (int64_t i = 0; i < job.num_units; ++i) {
@@ -412,24 +449,16 @@ void PowNormTarget(FloatFormat format, const float* a, int64_t n,
       in[k] = k < m ? a[i + k] : 0.0f;
     }
     const auto e = hn::Load(df, in);
-    auto store = [&](auto t0, auto t1) {
-      hn::Store(t0, dd, parts);
-      if constexpr (kParts == 2) hn::Store(t1, dd, parts + kDL);
-      for (int64_t k = 0; k < m; ++k) out[i + k] = static_cast<float>(parts[k]);
-    };
+    hn::Vec<DD> t[kParts];
     if (format == FloatFormat::kF32) {
-      store(Terms<FloatFormat::kF32, PowMode::kGeneral, 0>(e, ed, table),
-            Terms<FloatFormat::kF32, PowMode::kGeneral, kParts - 1>(e, ed,
-                                                                    table));
+      Terms<FloatFormat::kF32, PowMode::kGeneral>(e, ed, table, t);
     } else if (format == FloatFormat::kBF16) {
-      store(Terms<FloatFormat::kBF16, PowMode::kGeneral, 0>(e, ed, table),
-            Terms<FloatFormat::kBF16, PowMode::kGeneral, kParts - 1>(e, ed,
-                                                                     table));
+      Terms<FloatFormat::kBF16, PowMode::kGeneral>(e, ed, table, t);
     } else {
-      store(Terms<FloatFormat::kF16, PowMode::kGeneral, 0>(e, ed, table),
-            Terms<FloatFormat::kF16, PowMode::kGeneral, kParts - 1>(e, ed,
-                                                                    table));
+      Terms<FloatFormat::kF16, PowMode::kGeneral>(e, ed, table, t);
     }
+    for (size_t p = 0; p < kParts; ++p) hn::Store(t[p], dd, parts + p * kDL);
+    for (int64_t k = 0; k < m; ++k) out[i + k] = static_cast<float>(parts[k]);
   }
 }
 
@@ -541,26 +570,24 @@ absl::Status SimdMseErrors(const MseRequest& request, const ExecOptions& exec,
     table = internal_cpu::GetPowTable(request.format, e);
     job.pow_table = table->values.data();
   }
-  // Per (unit, candidate) constants, exactly as the scalar kernel derives
-  // them (CandidateParams<F>).
-  const int64_t count = job.num_units * job.num_candidates;
-  std::vector<FakeQuantParams> params(count);
-  std::vector<CandidateConsts> consts(count);
-  DispatchFormat(request.format, [&](auto f) {
-    constexpr FloatFormat F = decltype(f)::value;
-    for (int64_t i = 0; i < job.num_units; ++i) {
-      for (int64_t c = 0; c < job.num_candidates; ++c) {
-        const FakeQuantParams p = CandidateParams<F>(
-            request.unit_min[i], request.unit_max[i], request.shrink[c],
-            request.spec, request.has_global_scale, request.global_scale);
-        params[i * job.num_candidates + c] = p;
-        consts[i * job.num_candidates + c] = CandidateConsts{
-            p.scale, Round<F>(p.zero_point), p.zero_point, p.effective_scale};
-      }
-    }
-  });
-  job.params = params.data();
-  job.consts = consts.data();
+  job.global_scale = request.global_scale;
+  job.unit_min = request.unit_min.data();
+  job.unit_max = request.unit_max.data();
+  job.shrink = request.shrink.data();
+  // Lean fake quantization (see AbsError): symmetric, 16-bit format, clamp
+  // bounds and every grid value exact in the format.
+  if (request.format != FloatFormat::kF32 && request.spec.symmetric) {
+    const float qmin = request.spec.q_min, qmax = request.spec.q_max;
+    const bool bounds_exact = RoundTo(request.format, qmin) == qmin &&
+                              RoundTo(request.format, qmax) == qmax;
+    // Integers up to 2^(mantissa bits + 1) are exact: 256 in bf16, 2048 in
+    // f16; fp8 and fp4 values are exact in both.
+    const float int_limit = request.format == FloatFormat::kBF16 ? 256.0f
+                                                                 : 2048.0f;
+    const bool grid_exact = request.spec.kind != QuantKind::kInt ||
+                            (-qmin <= int_limit && qmax <= int_limit);
+    job.lean = bounds_exact && grid_exact;
+  }
   HWY_DYNAMIC_DISPATCH(internal_cpu::MseTarget)(job);
   return absl::OkStatus();
 }
