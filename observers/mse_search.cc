@@ -70,11 +70,25 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
     bool stopped = false;
   };
   std::vector<CallState> state(obs.calls.size());
-  const int64_t chunk = std::min<int64_t>(steps, options.patience + 1);
   std::vector<int64_t> units;
   std::vector<float> unit_min, unit_max, errors;
-  for (int64_t first = 0; first < steps; first += chunk) {
-    const int64_t count = std::min(chunk, steps - first);
+  int64_t count = 0;
+  for (int64_t first = 0; first < steps; first += count) {
+    // Chunk size: the fewest steps after which a running call could stop,
+    // so that no candidate is evaluated past a stop. A call whose counter
+    // is c stops after patience - c steps without improvement; the first
+    // step always improves on the starting "best" (the format's maximum) for
+    // finite errors, so the first chunk is patience + 1 steps.
+    count = steps - first;
+    if (first == 0) {
+      count = std::min<int64_t>(count, options.patience + 1);
+    } else {
+      for (size_t k = 0; k < obs.calls.size(); ++k) {
+        if (state[k].stopped) continue;
+        count = std::min(count, options.patience - state[k].no_improve);
+      }
+    }
+    count = std::max<int64_t>(count, 1);
     units.clear();
     unit_min.clear();
     unit_max.clear();
