@@ -377,14 +377,28 @@ void MseImpl(const MseJob& job) {
     single_rows = unit_rows(i) == 1;
   }
   if (!few_units || single_rows || threads == 1) {
-    // Units are the work items; a unit's rows are added in row order.
+    // Units are the work items; a unit's rows are added in row order. They
+    // are visited in memory order (by tile row, a stable counting sort):
+    // callers list group units column by column, and jumping a row per
+    // unit would defeat the hardware prefetchers.
+    std::vector<int64_t> order(job.num_units);
+    {
+      const int64_t gr = g.grid_rows();
+      std::vector<int64_t> first(gr + 1, 0);
+      for (int64_t i = 0; i < job.num_units; ++i) ++first[job.units[i] / gc + 1];
+      for (int64_t t = 0; t < gr; ++t) first[t + 1] += first[t];
+      for (int64_t i = 0; i < job.num_units; ++i) {
+        order[first[job.units[i] / gc]++] = i;
+      }
+    }
     const int64_t unit_work =
         std::max<int64_t>(1, row_work * std::max<int64_t>(1, g.tile_rows));
     ParallelFor(job.num_units, threads,
                 std::max<int64_t>(1, (int64_t{1} << 16) / unit_work),
                 [&](int64_t begin, int64_t end) {
                   Scratch s = make_scratch();
-                  for (int64_t i = begin; i < end; ++i) {
+                  for (int64_t pos = begin; pos < end; ++pos) {
+                    const int64_t i = order[pos];
                     UnitCandidates<F>(job, i, s.params.data(), s.consts.data());
                     std::fill(s.total.begin(), s.total.end(), 0.0);
                     const int64_t rows = unit_rows(i);
