@@ -1,21 +1,21 @@
 // Vectorised min/max of every unit of a TileGrid (SimdMinMax), compiled for
 // every SIMD target by Highway (this file is re-included once per target).
 //
-// Values are reduced as integer keys: a float's bit pattern with the
-// magnitude bits of negative values flipped orders all floats totally, -0
-// below +0 and NaNs beyond the infinities. Integer min/max are exact and
-// order-free, so the vector lane layout, the overlapping re-read of a
-// segment's last vector and the split of work across threads never change a
-// result. f16/bf16 are reduced as 16-bit keys, without widening.
-//
-// Non-finite values show up in the keys as values beyond the largest finite
-// magnitude: with NonFinitePolicy::kError a unit's reduction reveals them for
-// free (then a scan finds the first flat index); with kSkip they are
-// replaced by the identity of each reduction.
+// Values are reduced as integers on their bit patterns (f16/bf16 as 16-bit
+// lanes, without widening). Integer min/max are exact and order-free, so the
+// vector lane layout, the overlapping re-read of a segment's last vector and
+// the split of work across threads never change a result, and the order is
+// total (-0 below +0). With NonFinitePolicy::kError three reductions per
+// vector suffice (signed min, signed max, unsigned max: see Partial), and
+// non-finite values reveal themselves in them for free (then a scan finds
+// the first flat index). With kSkip the bit patterns become keys (magnitude
+// bits of negative values flipped: monotonic in the float value) so that
+// non-finite ones can be replaced by each reduction's identity.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "core/cpu/kernel_jobs.h"
@@ -81,136 +81,242 @@ HWY_INLINE hn::Vec<D> Keys(D d, hn::Vec<D> bits) {
                          hn::Set(d, static_cast<T>(KeyTraits<F>::kMagnitude))));
 }
 
-// Folds a vector of keys into running minima and maxima. With kSkip,
-// negative non-finite keys stay out of the minimum and positive ones out of
-// the maximum (see FinishUnit).
-template <FloatFormat F, bool kSkip, class D>
-HWY_INLINE void Fold(D d, hn::Vec<D> k, hn::Vec<D>& vmin, hn::Vec<D>& vmax) {
-  using T = typename KeyTraits<F>::T;
-  if constexpr (kSkip) {
-    const auto lo = hn::Set(d, static_cast<T>(KeyTraits<F>::kMinFinite));
-    const auto hi = hn::Set(d, static_cast<T>(KeyTraits<F>::kMaxFinite));
-    vmin = hn::Min(vmin, hn::IfThenElse(hn::Lt(k, lo),
-                                        hn::Set(d, hwy::LimitsMax<T>()), k));
-    vmax = hn::Max(vmax, hn::IfThenElse(hn::Gt(k, hi),
-                                        hn::Set(d, hwy::LimitsMin<T>()), k));
-  } else {
-    vmin = hn::Min(vmin, k);
-    vmax = hn::Max(vmax, k);
-  }
-}
-
-// KeyRange is the running reduction of one unit (or part of one).
-struct KeyRange {
-  int32_t min = std::numeric_limits<int32_t>::max();
-  int32_t max = std::numeric_limits<int32_t>::min();
-  void Merge(const KeyRange& o) {
-    min = std::min(min, o.min);
-    max = std::max(max, o.max);
+// Partial is the running reduction of one unit (or part of one) in scalars.
+//   kError: the signed minimum (a) and maximum (b) and the unsigned maximum
+//     (c) of the raw bit patterns. Floats are sign-magnitude, so the
+//     largest value is b when some value is non-negative (b >= 0) and
+//     otherwise the negative of smallest magnitude, a; the smallest value
+//     is the negative of largest magnitude, c, when there is a negative
+//     (c has the sign bit) and otherwise a. This is the total order with
+//     -0 below +0, in three plain integer reductions per vector.
+//   kSkip: the minimum (a) and maximum (b) keys (see Keys), non-finite
+//     values kept out; c unused.
+struct Partial {
+  int32_t a = std::numeric_limits<int32_t>::max();
+  int32_t b = std::numeric_limits<int32_t>::min();
+  uint32_t c = 0;
+  void Merge(const Partial& o) {
+    a = std::min(a, o.a);
+    b = std::max(b, o.b);
+    c = std::max(c, o.c);
   }
 };
 
-template <FloatFormat F, bool kSkip>
-HWY_INLINE void FoldScalar(int32_t k, KeyRange& r) {
-  if (!kSkip || k >= KeyTraits<F>::kMinFinite) r.min = std::min(r.min, k);
-  if (!kSkip || k <= KeyTraits<F>::kMaxFinite) r.max = std::max(r.max, k);
+// VecState is Partial in vectors of lane type T.
+template <class D>
+struct VecState {
+  hn::Vec<D> a, b, c;
+};
+
+template <class D>
+HWY_INLINE VecState<D> InitState(D d) {
+  using T = hn::TFromD<D>;
+  return {hn::Set(d, hwy::LimitsMax<T>()), hn::Set(d, hwy::LimitsMin<T>()),
+          hn::Zero(d)};
 }
 
-// Reduces n elements at p into r. Uses vectors of D when n >= Lanes(D)
-// (the last vector overlapping the previous one), smaller vectors for
-// shorter runs, scalars below 4 lanes.
+// Folds a vector of bit patterns into the state.
+template <FloatFormat F, bool kSkip, class D>
+HWY_INLINE void Fold(D d, hn::Vec<D> bits, VecState<D>& s) {
+  using T = typename KeyTraits<F>::T;
+  if constexpr (kSkip) {
+    // Negative non-finite keys stay out of the minimum, positive ones out
+    // of the maximum (see FinishUnit).
+    const auto k = Keys<F>(d, bits);
+    const auto lo = hn::Set(d, static_cast<T>(KeyTraits<F>::kMinFinite));
+    const auto hi = hn::Set(d, static_cast<T>(KeyTraits<F>::kMaxFinite));
+    s.a = hn::Min(s.a, hn::IfThenElse(hn::Lt(k, lo),
+                                      hn::Set(d, hwy::LimitsMax<T>()), k));
+    s.b = hn::Max(s.b, hn::IfThenElse(hn::Gt(k, hi),
+                                      hn::Set(d, hwy::LimitsMin<T>()), k));
+  } else {
+    const hn::RebindToUnsigned<D> du;
+    s.a = hn::Min(s.a, bits);
+    s.b = hn::Max(s.b, bits);
+    s.c = hn::BitCast(d, hn::Max(hn::BitCast(du, s.c), hn::BitCast(du, bits)));
+  }
+}
+
+template <FloatFormat F, bool kSkip>
+HWY_INLINE void FoldScalar(typename KeyTraits<F>::T bits, Partial& p) {
+  using T = typename KeyTraits<F>::T;
+  using U = std::make_unsigned_t<T>;
+  if constexpr (kSkip) {
+    const int32_t k = ScalarKey<F>(bits);
+    if (k >= KeyTraits<F>::kMinFinite) p.a = std::min(p.a, k);
+    if (k <= KeyTraits<F>::kMaxFinite) p.b = std::max(p.b, k);
+  } else {
+    p.a = std::min<int32_t>(p.a, bits);
+    p.b = std::max<int32_t>(p.b, bits);
+    p.c = std::max<uint32_t>(p.c, static_cast<U>(bits));
+  }
+}
+
+// Horizontal reductions of 16-bit lanes: fold to 128 bits with the lane
+// operation, then one unsigned minimum of eight lanes (a single instruction,
+// phminposuw, on SSE4 and later), with the values mapped so that the wanted
+// extreme is the unsigned minimum (Highway's own 512-bit 16-bit reductions
+// widen to 32 bits and cost three times as many instructions).
+enum class Reduce16 { kSignedMin, kSignedMax, kUnsignedMax };
+
+template <Reduce16 kOp, class D>
+HWY_INLINE uint16_t Horizontal16(D d, hn::Vec<D> v) {
+#if HWY_TARGET == HWY_SCALAR
+  if constexpr (false) {
+#else
+  if constexpr (hn::MaxLanes(D()) > 8) {
+    const hn::Half<D> dh;
+    const auto lo = hn::LowerHalf(dh, v), hi = hn::UpperHalf(dh, v);
+    if constexpr (kOp == Reduce16::kSignedMin) {
+      return Horizontal16<kOp>(dh, hn::Min(lo, hi));
+    } else if constexpr (kOp == Reduce16::kSignedMax) {
+      return Horizontal16<kOp>(dh, hn::Max(lo, hi));
+    } else {
+      const hn::RebindToUnsigned<decltype(dh)> du;
+      return Horizontal16<kOp>(
+          dh, hn::BitCast(dh, hn::Max(hn::BitCast(du, lo), hn::BitCast(du, hi))));
+    }
+#endif
+  } else {
+    const hn::RebindToUnsigned<D> du;
+    // Map so that the wanted extreme becomes the unsigned minimum.
+    constexpr uint16_t kMap = kOp == Reduce16::kSignedMin   ? 0x8000
+                              : kOp == Reduce16::kSignedMax ? 0x7FFF
+                                                            : 0xFFFF;
+    const auto u = hn::Xor(hn::BitCast(du, v), hn::Set(du, kMap));
+    return static_cast<uint16_t>(hn::GetLane(hn::MinOfLanes(du, u)) ^ kMap);
+  }
+}
+
+// Adds a vector state's lanes to a Partial.
+template <bool kSkip, class D>
+HWY_INLINE void Horizontal(D d, const VecState<D>& s, Partial& p) {
+  using T = hn::TFromD<D>;
+  if constexpr (sizeof(T) == 2) {
+    p.a = std::min<int32_t>(
+        p.a, static_cast<int16_t>(Horizontal16<Reduce16::kSignedMin>(d, s.a)));
+    p.b = std::max<int32_t>(
+        p.b, static_cast<int16_t>(Horizontal16<Reduce16::kSignedMax>(d, s.b)));
+    if constexpr (!kSkip) {
+      p.c = std::max<uint32_t>(p.c,
+                               Horizontal16<Reduce16::kUnsignedMax>(d, s.c));
+    }
+  } else {
+    p.a = std::min<int32_t>(p.a, hn::GetLane(hn::MinOfLanes(d, s.a)));
+    p.b = std::max<int32_t>(p.b, hn::GetLane(hn::MaxOfLanes(d, s.b)));
+    if constexpr (!kSkip) {
+      const hn::RebindToUnsigned<D> du;
+      p.c = std::max<uint32_t>(
+          p.c, hn::GetLane(hn::MaxOfLanes(du, hn::BitCast(du, s.c))));
+    }
+  }
+}
+
+// Reduces n elements at p into the Partial. Uses vectors of D when
+// n >= Lanes(D) (the last vector overlapping the previous one: re-reading
+// elements is harmless for min/max), smaller vectors for shorter runs,
+// scalars below 4 lanes.
 template <FloatFormat F, bool kSkip, class D>
 HWY_INLINE void ReduceRun(D d, const typename KeyTraits<F>::T* HWY_RESTRICT p,
-                          size_t n, KeyRange& r) {
-  using T = typename KeyTraits<F>::T;
+                          size_t n, Partial& out) {
   constexpr size_t kN = hn::MaxLanes(D());
   if (n >= kN) {
-    auto vmin0 = hn::Set(d, hwy::LimitsMax<T>());
-    auto vmax0 = hn::Set(d, hwy::LimitsMin<T>());
+    VecState<D> s0 = InitState(d);
     size_t i = 0;
     if (n >= 4 * kN) {
-      auto vmin1 = vmin0, vmin2 = vmin0, vmin3 = vmin0;
-      auto vmax1 = vmax0, vmax2 = vmax0, vmax3 = vmax0;
+      VecState<D> s1 = s0, s2 = s0, s3 = s0;
       for (; i + 4 * kN <= n; i += 4 * kN) {
-        Fold<F, kSkip>(d, Keys<F>(d, hn::LoadU(d, p + i)), vmin0, vmax0);
-        Fold<F, kSkip>(d, Keys<F>(d, hn::LoadU(d, p + i + kN)), vmin1, vmax1);
-        Fold<F, kSkip>(d, Keys<F>(d, hn::LoadU(d, p + i + 2 * kN)), vmin2,
-                       vmax2);
-        Fold<F, kSkip>(d, Keys<F>(d, hn::LoadU(d, p + i + 3 * kN)), vmin3,
-                       vmax3);
+        Fold<F, kSkip>(d, hn::LoadU(d, p + i), s0);
+        Fold<F, kSkip>(d, hn::LoadU(d, p + i + kN), s1);
+        Fold<F, kSkip>(d, hn::LoadU(d, p + i + 2 * kN), s2);
+        Fold<F, kSkip>(d, hn::LoadU(d, p + i + 3 * kN), s3);
       }
-      vmin0 = hn::Min(hn::Min(vmin0, vmin1), hn::Min(vmin2, vmin3));
-      vmax0 = hn::Max(hn::Max(vmax0, vmax1), hn::Max(vmax2, vmax3));
+      const hn::RebindToUnsigned<D> du;
+      for (const VecState<D>* t : {&s1, &s2, &s3}) {
+        s0.a = hn::Min(s0.a, t->a);
+        s0.b = hn::Max(s0.b, t->b);
+        s0.c = hn::BitCast(
+            d, hn::Max(hn::BitCast(du, s0.c), hn::BitCast(du, t->c)));
+      }
     }
-    for (; i + kN <= n; i += kN) {
-      Fold<F, kSkip>(d, Keys<F>(d, hn::LoadU(d, p + i)), vmin0, vmax0);
-    }
-    if (i < n) {  // re-reading elements is harmless for min/max
-      Fold<F, kSkip>(d, Keys<F>(d, hn::LoadU(d, p + n - kN)), vmin0, vmax0);
-    }
-    r.min = std::min<int32_t>(r.min, hn::GetLane(hn::MinOfLanes(d, vmin0)));
-    r.max = std::max<int32_t>(r.max, hn::GetLane(hn::MaxOfLanes(d, vmax0)));
+    for (; i + kN <= n; i += kN) Fold<F, kSkip>(d, hn::LoadU(d, p + i), s0);
+    if (i < n) Fold<F, kSkip>(d, hn::LoadU(d, p + n - kN), s0);
+    Horizontal<kSkip>(d, s0, out);
     return;
   }
   if constexpr (kN / 2 >= 4) {
-    ReduceRun<F, kSkip>(hn::Half<D>(), p, n, r);
+    ReduceRun<F, kSkip>(hn::Half<D>(), p, n, out);
   } else {
-    for (size_t i = 0; i < n; ++i) FoldScalar<F, kSkip>(ScalarKey<F>(p[i]), r);
+    for (size_t i = 0; i < n; ++i) FoldScalar<F, kSkip>(p[i], out);
   }
 }
 
-// Adds n >= Lanes(d) elements at p to vector accumulators (for units that
-// span several rows: one horizontal reduction per unit, not per row).
+// Adds n >= Lanes(d) elements at p to a vector state kept in memory (for
+// units that span several rows: one horizontal reduction per unit, not per
+// row). `state` holds the three vectors a, b, c.
 template <FloatFormat F, bool kSkip, class D>
 HWY_INLINE void AccumulateRun(D d, const typename KeyTraits<F>::T* HWY_RESTRICT p,
-                              size_t n, typename KeyTraits<F>::T* acc_min,
-                              typename KeyTraits<F>::T* acc_max) {
+                              size_t n, typename KeyTraits<F>::T* state) {
   constexpr size_t kN = hn::MaxLanes(D());
-  auto vmin = hn::Load(d, acc_min);
-  auto vmax = hn::Load(d, acc_max);
+  VecState<D> s{hn::Load(d, state), hn::Load(d, state + kN),
+                hn::Load(d, state + 2 * kN)};
   size_t i = 0;
-  for (; i + kN <= n; i += kN) {
-    Fold<F, kSkip>(d, Keys<F>(d, hn::LoadU(d, p + i)), vmin, vmax);
+  for (; i + kN <= n; i += kN) Fold<F, kSkip>(d, hn::LoadU(d, p + i), s);
+  if (i < n) Fold<F, kSkip>(d, hn::LoadU(d, p + n - kN), s);
+  hn::Store(s.a, d, state);
+  hn::Store(s.b, d, state + kN);
+  hn::Store(s.c, d, state + 2 * kN);
+}
+
+// Decodes a float's bit pattern (sign-extended int32 for 16-bit formats).
+template <FloatFormat F>
+HWY_INLINE float BitsToValue(uint32_t bits) {
+  if constexpr (F == FloatFormat::kF32) {
+    return BitsToFloat(bits);
+  } else if constexpr (F == FloatFormat::kBF16) {
+    return Bf16BitsToFloat(static_cast<uint16_t>(bits));
+  } else {
+    return F16BitsToFloat(static_cast<uint16_t>(bits));
   }
-  if (i < n) Fold<F, kSkip>(d, Keys<F>(d, hn::LoadU(d, p + n - kN)), vmin, vmax);
-  hn::Store(vmin, d, acc_min);
-  hn::Store(vmax, d, acc_max);
 }
 
 // Decodes a key back to the float it came from.
 template <FloatFormat F>
 HWY_INLINE float KeyToFloat(int32_t key) {
-  if constexpr (F == FloatFormat::kF32) {
-    const uint32_t bits = static_cast<uint32_t>(key) ^
-                          (key < 0 ? 0x7FFFFFFFu : 0u);
-    return BitsToFloat(bits);
-  } else {
-    const uint16_t bits =
-        static_cast<uint16_t>(static_cast<uint32_t>(key) ^ (key < 0 ? 0x7FFFu : 0u));
-    return F == FloatFormat::kBF16 ? Bf16BitsToFloat(bits)
-                                   : F16BitsToFloat(bits);
-  }
+  const uint32_t mask =
+      key < 0 ? static_cast<uint32_t>(KeyTraits<F>::kMagnitude) : 0u;
+  return BitsToValue<F>(static_cast<uint32_t>(key) ^ mask);
 }
 
 // Writes a unit's result. With kSkip, a unit without finite values has a
 // minimum key beyond the largest finite key and gets min = max = 0. With
-// kError, keys beyond the finite range flag a non-finite value.
+// kError, bit patterns beyond the finite range flag a non-finite value.
 template <FloatFormat F, bool kSkip>
-HWY_INLINE void FinishUnit(const MinMaxJob& job, int64_t u, const KeyRange& r,
+HWY_INLINE void FinishUnit(const MinMaxJob& job, int64_t u, const Partial& r,
                            std::atomic<bool>& saw_nonfinite) {
   if constexpr (kSkip) {
-    if (r.min > KeyTraits<F>::kMaxFinite) {
+    if (r.a > KeyTraits<F>::kMaxFinite) {
       job.out_min[u] = 0.0f;
       job.out_max[u] = 0.0f;
       return;
     }
+    job.out_min[u] = KeyToFloat<F>(r.a);
+    job.out_max[u] = KeyToFloat<F>(r.b);
   } else {
-    if (r.min < KeyTraits<F>::kMinFinite || r.max > KeyTraits<F>::kMaxFinite) {
+    using U = std::make_unsigned_t<typename KeyTraits<F>::T>;
+    constexpr uint32_t kSign = static_cast<uint32_t>(
+        std::numeric_limits<U>::max() ^ static_cast<U>(KeyTraits<F>::kMagnitude));
+    constexpr uint32_t kExp = static_cast<uint32_t>(KeyTraits<F>::kExponent);
+    if (r.b >= KeyTraits<F>::kExponent || r.c >= (kSign | kExp)) {
       saw_nonfinite.store(true, std::memory_order_relaxed);
     }
+    const uint32_t min_bits =
+        r.c >= kSign ? r.c : static_cast<uint32_t>(r.a);
+    const uint32_t max_bits =
+        r.b >= 0 ? static_cast<uint32_t>(r.b) : static_cast<uint32_t>(r.a);
+    job.out_min[u] = BitsToValue<F>(min_bits);
+    job.out_max[u] = BitsToValue<F>(max_bits);
   }
-  job.out_min[u] = KeyToFloat<F>(r.min);
-  job.out_max[u] = KeyToFloat<F>(r.max);
 }
 
 // The smallest flat index of a non-finite element, or -1.
@@ -268,13 +374,13 @@ void MinMaxImpl(const MinMaxJob& job) {
                     for (int64_t ti = begin; ti < end; ++ti) {
                       const int64_t a = g.row_begin(ti) * g.cols;
                       const int64_t b = g.row_end(ti) * g.cols;
-                      KeyRange r;
+                      Partial r;
                       ReduceRun<F, kSkip>(d, data + a, b - a, r);
                       FinishUnit<F, kSkip>(job, ti, r, saw_nonfinite);
                     }
                   });
     } else {
-      std::vector<KeyRange> parts(gr * pieces);
+      std::vector<Partial> parts(gr * pieces);
       ParallelFor(gr * pieces, job.threads, 1, [&](int64_t begin, int64_t end) {
         for (int64_t it = begin; it < end; ++it) {
           const int64_t ti = it / pieces, pi = it % pieces;
@@ -286,7 +392,7 @@ void MinMaxImpl(const MinMaxJob& job) {
         }
       });
       for (int64_t ti = 0; ti < gr; ++ti) {
-        KeyRange r;
+        Partial r;
         for (int64_t pi = 0; pi < pieces; ++pi) r.Merge(parts[ti * pieces + pi]);
         FinishUnit<F, kSkip>(job, ti, r, saw_nonfinite);
       }
@@ -299,11 +405,11 @@ void MinMaxImpl(const MinMaxJob& job) {
       splits = std::min<int64_t>(g.tile_rows, (4 * threads + gr - 1) / gr);
     }
     const int64_t split_rows = (g.tile_rows + splits - 1) / splits;
-    std::vector<KeyRange> parts(splits > 1 ? gr * splits * gc : 0);
+    std::vector<Partial> parts(splits > 1 ? gr * splits * gc : 0);
     // Reduces rows [ra, rb) of tile row ti into out[0 .. gc).
-    auto reduce_rows = [&](int64_t ra, int64_t rb, KeyRange* out,
+    auto reduce_rows = [&](int64_t ra, int64_t rb, Partial* out,
                            hwy::AlignedFreeUniquePtr<T[]>& acc) {
-      for (int64_t j = 0; j < gc; ++j) out[j] = KeyRange();
+      for (int64_t j = 0; j < gc; ++j) out[j] = Partial();
       if (rb - ra == 1) {
         const T* row = data + ra * g.cols;
         for (int64_t j = 0; j < gc; ++j) {
@@ -312,33 +418,33 @@ void MinMaxImpl(const MinMaxJob& job) {
         }
         return;
       }
-      // Vector accumulators per tile column: one horizontal reduction per
-      // unit at the end instead of one per row.
-      if (!acc) acc = hwy::AllocateAligned<T>(2 * kN * gc);
+      // Vector states per tile column: one horizontal reduction per unit at
+      // the end instead of one per row.
+      if (!acc) acc = hwy::AllocateAligned<T>(3 * kN * gc);
+      const VecState<hn::ScalableTag<T>> init = InitState(d);
       for (int64_t j = 0; j < gc; ++j) {
-        hn::Store(hn::Set(d, hwy::LimitsMax<T>()), d, acc.get() + 2 * kN * j);
-        hn::Store(hn::Set(d, hwy::LimitsMin<T>()), d,
-                  acc.get() + 2 * kN * j + kN);
+        hn::Store(init.a, d, acc.get() + 3 * kN * j);
+        hn::Store(init.b, d, acc.get() + 3 * kN * j + kN);
+        hn::Store(init.c, d, acc.get() + 3 * kN * j + 2 * kN);
       }
       for (int64_t r = ra; r < rb; ++r) {
         const T* row = data + r * g.cols;
         for (int64_t j = 0; j < gc; ++j) {
           const int64_t c0 = g.col_begin(j), n = g.col_end(j) - c0;
           if (n >= static_cast<int64_t>(kN)) {
-            AccumulateRun<F, kSkip>(d, row + c0, n, acc.get() + 2 * kN * j,
-                                    acc.get() + 2 * kN * j + kN);
+            AccumulateRun<F, kSkip>(d, row + c0, n, acc.get() + 3 * kN * j);
           } else {
             ReduceRun<F, kSkip>(d, row + c0, n, out[j]);
           }
         }
       }
       for (int64_t j = 0; j < gc; ++j) {
-        const auto vmin = hn::Load(d, acc.get() + 2 * kN * j);
-        const auto vmax = hn::Load(d, acc.get() + 2 * kN * j + kN);
-        KeyRange v;
-        v.min = hn::GetLane(hn::MinOfLanes(d, vmin));
-        v.max = hn::GetLane(hn::MaxOfLanes(d, vmax));
-        out[j].Merge(v);
+        const T* st = acc.get() + 3 * kN * j;
+        Horizontal<kSkip>(d,
+                          VecState<hn::ScalableTag<T>>{hn::Load(d, st),
+                                                hn::Load(d, st + kN),
+                                                hn::Load(d, st + 2 * kN)},
+                          out[j]);
       }
     };
     const int64_t row_len = split_rows * g.cols;
@@ -348,7 +454,7 @@ void MinMaxImpl(const MinMaxJob& job) {
                 [&](int64_t begin, int64_t end) {
                   hwy::AlignedFreeUniquePtr<T[]> acc(nullptr,
                                                      hwy::AlignedFreer());
-                  std::vector<KeyRange> local(splits == 1 ? gc : 0);
+                  std::vector<Partial> local(splits == 1 ? gc : 0);
                   for (int64_t it = begin; it < end; ++it) {
                     const int64_t ti = it / splits, si = it % splits;
                     const int64_t ra = std::min(
@@ -368,7 +474,7 @@ void MinMaxImpl(const MinMaxJob& job) {
     if (splits > 1) {
       for (int64_t ti = 0; ti < gr; ++ti) {
         for (int64_t j = 0; j < gc; ++j) {
-          KeyRange r;
+          Partial r;
           for (int64_t si = 0; si < splits; ++si) {
             r.Merge(parts[(ti * splits + si) * gc + j]);
           }
