@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/parallel.h"
 #include "core/qparams.h"
 #include "core/status_macros.h"
 
@@ -45,6 +46,7 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
   }
   const float best_init = FormatMax(obs.format);
   std::vector<float> best(obs.grid.num_units(), best_init);
+  std::vector<int64_t> best_step(obs.grid.num_units(), -1);
   for (const ObserverCall& call : obs.calls) {
     for (int64_t u : call.units) {
       min_out[u] = 1.0f;  // torch.ones_like
@@ -72,6 +74,10 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
   std::vector<CallState> state(obs.calls.size());
   std::vector<int64_t> units;
   std::vector<float> unit_min, unit_max, errors;
+  // Position of each running call's first unit in `units`.
+  std::vector<size_t> offset(obs.calls.size(), 0);
+  std::vector<size_t> running;  // indices of the running calls
+  bool rebuild = true;
   int64_t count = 0;
   for (int64_t first = 0; first < steps; first += count) {
     // Chunk size: the fewest steps after which a running call could stop,
@@ -89,55 +95,76 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
       }
     }
     count = std::max<int64_t>(count, 1);
-    units.clear();
-    unit_min.clear();
-    unit_max.clear();
-    for (size_t k = 0; k < obs.calls.size(); ++k) {
-      if (state[k].stopped) continue;
-      for (int64_t u : obs.calls[k].units) {
-        units.push_back(u);
-        unit_min.push_back(obs.min[u]);
-        unit_max.push_back(obs.max[u]);
+    if (rebuild) {  // the set of running calls changed
+      units.clear();
+      unit_min.clear();
+      unit_max.clear();
+      running.clear();
+      for (size_t k = 0; k < obs.calls.size(); ++k) {
+        if (state[k].stopped) continue;
+        running.push_back(k);
+        offset[k] = units.size();
+        for (int64_t u : obs.calls[k].units) {
+          units.push_back(u);
+          unit_min.push_back(obs.min[u]);
+          unit_max.push_back(obs.max[u]);
+        }
       }
+      rebuild = false;
     }
     if (units.empty()) break;
     request.units = units;
     request.unit_min = unit_min;
     request.unit_max = unit_max;
     request.shrink = absl::MakeConstSpan(shrink).subspan(first, count);
-    errors.assign(units.size() * count, 0.0f);
+    errors.resize(units.size() * count);
     QCAL_RETURN_IF_ERROR(
         obs.backend->mse_errors(request, obs.options.exec, errors.data()));
-    // Replay the step-by-step rule on the errors, call by call.
-    size_t offset = 0;  // position of the call's first unit in `units`
-    for (size_t k = 0; k < obs.calls.size(); ++k) {
-      if (state[k].stopped) continue;
-      const ObserverCall& call = obs.calls[k];
-      for (int64_t step = 0; step < count && !state[k].stopped; ++step) {
-        const float p = shrink[first + step];
-        bool improved = false;
-        for (size_t j = 0; j < call.units.size(); ++j) {
-          const int64_t u = call.units[j];
-          const float err = errors[(offset + j) * count + step];
-          if (err < best[u]) {
-            best[u] = err;
-            DispatchFormat(obs.format, [&](auto f) {
-              constexpr FloatFormat F = decltype(f)::value;
-              min_out[u] = Round<F>(p * obs.min[u]);
-              max_out[u] = Round<F>(p * obs.max[u]);
-            });
-            improved = true;
+    // Replay the step-by-step rule on the errors. Calls are independent
+    // (each has its own units and counter), so they are replayed in
+    // parallel; each unit remembers the step of its last improvement.
+    ParallelFor(
+        static_cast<int64_t>(running.size()), obs.options.exec.threads,
+        std::max<int64_t>(1, 4096 / std::max<int64_t>(
+                                        1, static_cast<int64_t>(
+                                               obs.calls[running[0]].units.size()))),
+        [&](int64_t begin, int64_t end) {
+          for (int64_t r = begin; r < end; ++r) {
+            const size_t k = running[r];
+            const ObserverCall& call = obs.calls[k];
+            for (int64_t step = 0; step < count && !state[k].stopped; ++step) {
+              bool improved = false;
+              for (size_t j = 0; j < call.units.size(); ++j) {
+                const int64_t u = call.units[j];
+                const float err = errors[(offset[k] + j) * count + step];
+                if (err < best[u]) {
+                  best[u] = err;
+                  best_step[u] = first + step;
+                  improved = true;
+                }
+              }
+              if (improved) {
+                state[k].no_improve = 0;
+              } else if (++state[k].no_improve >= options.patience) {
+                state[k].stopped = true;
+              }
+            }
           }
-        }
-        if (improved) {
-          state[k].no_improve = 0;
-        } else if (++state[k].no_improve >= options.patience) {
-          state[k].stopped = true;
-        }
-      }
-      offset += call.units.size();
-    }
+        });
+    for (size_t k : running) rebuild = rebuild || state[k].stopped;
   }
+  // Each unit's range: its last improving candidate (or [1, 0] if none).
+  DispatchFormat(obs.format, [&](auto f) {
+    constexpr FloatFormat F = decltype(f)::value;
+    for (const ObserverCall& call : obs.calls) {
+      for (int64_t u : call.units) {
+        if (best_step[u] < 0) continue;
+        const float p = shrink[best_step[u]];
+        min_out[u] = Round<F>(p * obs.min[u]);
+        max_out[u] = Round<F>(p * obs.max[u]);
+      }
+    }
+  });
   return absl::OkStatus();
 }
 
