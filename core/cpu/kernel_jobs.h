@@ -67,18 +67,16 @@ struct MseJob {
 };
 
 // UnitCandidates computes listed unit i's fake-quantization parameters for
-// every candidate, exactly as the scalar kernel does (CandidateParams<F>),
-// and the kernels' constants from them.
+// every candidate with the scalar CandidateParams<F> (the kernels' fallback
+// for rows with non-finite values; the vector path derives the same values
+// with CandidateConstsV).
 template <FloatFormat F>
 inline void UnitCandidates(const MseJob& job, int64_t i,
-                           FakeQuantParams* params, CandidateConsts* consts) {
+                           FakeQuantParams* params) {
   for (int64_t c = 0; c < job.num_candidates; ++c) {
-    const FakeQuantParams p = CandidateParams<F>(
-        job.unit_min[i], job.unit_max[i], job.shrink[c], job.spec,
-        job.has_global_scale, job.global_scale);
-    params[c] = p;
-    consts[c] = CandidateConsts{p.scale, Round<F>(p.zero_point), p.zero_point,
-                                p.effective_scale};
+    params[c] = CandidateParams<F>(job.unit_min[i], job.unit_max[i],
+                                   job.shrink[c], job.spec,
+                                   job.has_global_scale, job.global_scale);
   }
 }
 

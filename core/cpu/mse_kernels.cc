@@ -289,6 +289,113 @@ RowSumsFn PickKind(const MseJob& job) {
   }
 }
 
+// MinF / MaxF / ClampF of core/quant_math.h for non-NaN inputs, with the
+// scalar functions' choice between equal values (Highway's Min/Max leave it
+// to the target).
+template <class V>
+HWY_INLINE V MinFV(V a, V b) {
+  return hn::IfThenElse(hn::Lt(a, b), a, b);
+}
+template <class V>
+HWY_INLINE V MaxFV(V a, V b) {
+  return hn::IfThenElse(hn::Gt(a, b), a, b);
+}
+template <class V>
+HWY_INLINE V ClampFV(V x, V lo, V hi) {
+  return hn::IfThenElse(hn::Lt(x, lo), lo, hn::IfThenElse(hn::Gt(x, hi), hi, x));
+}
+
+// FloatToIntLikeTorch of integer-valued floats, widened back to float.
+HWY_INLINE hn::Vec<DF> ZeroPointToIntV(hn::Vec<DF> x, ZeroPointKind kind) {
+  const DF df;
+  const hn::RebindToSigned<DF> di;
+  // Truncate; out of [-2^31, 2^31) (and NaN) gives INT32_MIN, as x86's cast.
+  const auto in_range = hn::And(hn::Ge(x, hn::Set(df, -2147483648.0f)),
+                                hn::Lt(x, hn::Set(df, 2147483648.0f)));
+  auto v = hn::IfThenElse(hn::RebindMask(di, in_range), hn::ConvertTo(di, x),
+                          hn::Set(di, std::numeric_limits<int32_t>::min()));
+  if (kind == ZeroPointKind::kI8) {
+    v = hn::ShiftRight<24>(hn::ShiftLeft<24>(v));
+  } else if (kind == ZeroPointKind::kI16) {
+    v = hn::ShiftRight<16>(hn::ShiftLeft<16>(v));
+  }
+  return hn::ConvertTo(df, v);
+}
+
+// CandidateParams<F> (then the kernel's constants) of one unit with absolute
+// range [a, b] for Lanes(DF) shrink factors at once, lane by lane the bits of
+// the scalar ComputeQParams<F> / MakeFakeQuantParams (inputs are finite).
+template <FloatFormat F>
+HWY_INLINE void CandidateConstsV(const MseJob& job, float a, float b,
+                                 const float* HWY_RESTRICT shrink,
+                                 float* HWY_RESTRICT scale,
+                                 float* HWY_RESTRICT zero_point,
+                                 float* HWY_RESTRICT effective) {
+  const DF df;
+  const QuantSpec& spec = job.spec;
+  const auto p = hn::LoadU(df, shrink);
+  const auto zero = hn::Zero(df);
+  const auto cmin = simd::RoundV<F>(df, hn::Mul(p, hn::Set(df, a)));
+  const auto cmax = simd::RoundV<F>(df, hn::Mul(p, hn::Set(df, b)));
+  // We extend the [min, max] interval to ensure that it contains 0.
+  const auto mn = MinFV(cmin, zero);
+  const auto mx = MaxFV(cmax, zero);
+  const auto g = hn::Set(df, job.global_scale);
+  const auto eps = hn::Set(df, kFloat32Eps);
+  hn::Vec<DF> s, zp;
+  if (spec.symmetric) {
+    const auto max_pos = MaxFV(hn::Abs(mn), hn::Abs(mx));
+    if (spec.kind == QuantKind::kFp4 && job.has_global_scale) {
+      s = hn::Mul(g, simd::RoundV<F>(df, hn::Div(max_pos, hn::Set(df, kFp4Max))));
+      s = ClampFV(s, hn::Set(df, -kE4m3fnMax), hn::Set(df, kE4m3fnMax));
+      s = simd::E4m3V(df, s);
+      s = hn::IfThenElse(hn::Eq(s, zero), hn::Set(df, kFp8ZeroScale), s);
+    } else {
+      s = simd::RoundV<F>(df,
+                          hn::Div(max_pos, hn::Set(df, spec.bit_range * 0.5f)));
+      s = MaxFV(s, eps);
+    }
+    zp = zero;
+  } else {
+    s = simd::RoundV<F>(
+        df, hn::Div(simd::RoundV<F>(df, hn::Sub(mx, mn)),
+                    hn::Set(df, spec.bit_range)));
+    s = MaxFV(s, eps);
+    const auto q_min = hn::Set(df, spec.q_min);
+    zp = simd::RoundV<F>(
+        df, hn::Sub(q_min, simd::RoundV<F>(df, hn::Div(mn, s))));
+    zp = simd::RoundV<F>(df, ClampFV(zp, q_min, hn::Set(df, spec.q_max)));
+    if (spec.zp_kind == ZeroPointKind::kF8) {
+      zp = simd::E4m3V(df, zp);
+    } else {
+      zp = ZeroPointToIntV(simd::RoundV<F>(df, hn::Round(zp)), spec.zp_kind);
+    }
+  }
+  hn::StoreU(s, df, scale);
+  hn::StoreU(zp, df, zero_point);
+  hn::StoreU(job.has_global_scale ? hn::Div(s, g) : s, df, effective);
+}
+
+// The kernel constants of listed unit i for every candidate.
+template <FloatFormat F>
+HWY_INLINE void UnitConsts(const MseJob& job, int64_t i,
+                           CandidateConsts* consts) {
+  const int64_t n = job.num_candidates;
+  HWY_ALIGN float p[kNF], scale[kNF], zp[kNF], eff[kNF];
+  for (int64_t c0 = 0; c0 < n; c0 += kNF) {
+    const int64_t m = std::min<int64_t>(kNF, n - c0);
+    for (int64_t k = 0; k < static_cast<int64_t>(kNF); ++k) {
+      p[k] = job.shrink[c0 + std::min(k, m - 1)];
+    }
+    CandidateConstsV<F>(job, job.unit_min[i], job.unit_max[i], p, scale, zp,
+                        eff);
+    for (int64_t k = 0; k < m; ++k) {
+      consts[c0 + k] =
+          CandidateConsts{scale[k], Round<F>(zp[k]), zp[k], eff[k]};
+    }
+  }
+}
+
 // Converts n elements of row data to float32 into buf (zero-padded to a
 // multiple of 16); returns whether all are finite.
 template <FloatFormat F>
@@ -361,6 +468,8 @@ void MseImpl(const MseJob& job) {
       row_sums(job, s.buf.get(), n, s.consts.data(), out);
       return;
     }
+    // A row with non-finite values: the scalar reference path.
+    UnitCandidates<F>(job, i, s.params.data());
     const void* data = job.data;
     auto load = [data, begin](int64_t k) { return LoadAs<F>(data, begin + k); };
     for (int64_t c = 0; c < ncand; ++c) {
@@ -399,7 +508,7 @@ void MseImpl(const MseJob& job) {
                   Scratch s = make_scratch();
                   for (int64_t pos = begin; pos < end; ++pos) {
                     const int64_t i = order[pos];
-                    UnitCandidates<F>(job, i, s.params.data(), s.consts.data());
+                    UnitConsts<F>(job, i, s.consts.data());
                     std::fill(s.total.begin(), s.total.end(), 0.0);
                     const int64_t rows = unit_rows(i);
                     for (int64_t k = 0; k < rows; ++k) {
@@ -433,7 +542,7 @@ void MseImpl(const MseJob& job) {
                 for (int64_t item = begin; item < end; ++item) {
                   while (item >= start[i + 1]) ++i;
                   if (consts_of != i) {
-                    UnitCandidates<F>(job, i, s.params.data(), s.consts.data());
+                    UnitConsts<F>(job, i, s.consts.data());
                     consts_of = i;
                   }
                   do_row(i, item - start[i], s, sums.data() + item * ncand);
@@ -476,6 +585,27 @@ void PowNormTarget(FloatFormat format, const float* a, int64_t n,
   }
 }
 
+void CandidateParamsTarget(const MseJob& job, FakeQuantParams* out) {
+  std::vector<CandidateConsts> consts(job.num_candidates);
+  switch (job.format) {
+    case FloatFormat::kF16:
+      UnitConsts<FloatFormat::kF16>(job, 0, consts.data());
+      break;
+    case FloatFormat::kBF16:
+      UnitConsts<FloatFormat::kBF16>(job, 0, consts.data());
+      break;
+    default:
+      UnitConsts<FloatFormat::kF32>(job, 0, consts.data());
+      break;
+  }
+  for (int64_t c = 0; c < job.num_candidates; ++c) {
+    out[c].scale = consts[c].scale;
+    out[c].zero_point = consts[c].zero_point;
+    out[c].has_global_scale = job.has_global_scale;
+    out[c].effective_scale = consts[c].effective_scale;
+  }
+}
+
 void MseTarget(const MseJob& job) {
   switch (job.format) {
     case FloatFormat::kF16:
@@ -504,6 +634,7 @@ namespace internal_cpu {
 
 HWY_EXPORT(MseTarget);
 HWY_EXPORT(PowNormTarget);
+HWY_EXPORT(CandidateParamsTarget);
 
 namespace {
 
@@ -604,6 +735,25 @@ absl::Status SimdMseErrors(const MseRequest& request, const ExecOptions& exec,
   }
   HWY_DYNAMIC_DISPATCH(internal_cpu::MseTarget)(job);
   return absl::OkStatus();
+}
+
+void SimdCandidateParamsForTest(FloatFormat format, const QuantSpec& spec,
+                                bool has_global_scale, float global_scale,
+                                float a, float b,
+                                const std::vector<float>& shrink,
+                                std::vector<FakeQuantParams>* out) {
+  internal_cpu::MseJob job;
+  job.format = format;
+  job.spec = spec;
+  job.has_global_scale = has_global_scale;
+  job.global_scale = global_scale;
+  job.unit_min = &a;
+  job.unit_max = &b;
+  job.num_units = 1;
+  job.shrink = shrink.data();
+  job.num_candidates = static_cast<int64_t>(shrink.size());
+  out->resize(shrink.size());
+  HWY_DYNAMIC_DISPATCH(internal_cpu::CandidateParamsTarget)(job, out->data());
 }
 
 void SimdPowNormForTest(FloatFormat format, const float* a, int64_t n,

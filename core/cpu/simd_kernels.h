@@ -45,6 +45,15 @@ absl::Status SimdMseErrors(const MseRequest& request, const ExecOptions& exec,
 void SimdPowNormForTest(FloatFormat format, const float* a, int64_t n,
                         float exponent, float* out);
 
+// SimdCandidateParamsForTest writes the fake-quantization parameters the MSE
+// kernel derives (vectorised) for a unit with range [a, b] and each shrink
+// factor, as CandidateParams<F> would return them, for tests.
+void SimdCandidateParamsForTest(FloatFormat format, const QuantSpec& spec,
+                                bool has_global_scale, float global_scale,
+                                float a, float b,
+                                const std::vector<float>& shrink,
+                                std::vector<FakeQuantParams>* out);
+
 // SimdTargets returns the Highway target bits (HWY_AVX3, HWY_AVX2, ...) that
 // the kernels were compiled for and this CPU supports, best first.
 std::vector<int64_t> SimdTargets();

@@ -506,6 +506,58 @@ TEST(CpuKernelsTest, PowNormMatchesScalarOnEveryTarget) {
   }
 }
 
+TEST(CpuKernelsTest, CandidateParamsMatchScalarOnEveryTarget) {
+  std::vector<SpecCase> specs = SpecCases();
+  specs.push_back({"int16_sym", QuantSpecFor(false, 16, true), false});
+  specs.push_back({"int32_asym", QuantSpecFor(false, 32, false), false});
+  specs.push_back({"fp4_sym", QuantSpecFor(true, 4, true), false});
+  specs.push_back({"int8_asym_global", QuantSpecFor(false, 8, false), true});
+  std::vector<float> shrink;
+  for (int i = 0; i < 37; ++i) shrink.push_back(ShrinkFactor(i, 40.0));
+  std::mt19937 rng(21);
+  std::vector<std::pair<float, float>> ranges = {
+      {0.0f, 0.0f},   {-1.0f, 0.0f},   {0.0f, 2.5f},  {-0.0f, 0.0f},
+      {-3e38f, 3e38f}, {-1e-40f, 1e-40f}, {-65504.0f, 7.0f},
+      {-1e30f, -1e20f}, {1e-3f, 1e5f}};
+  for (int k = 0; k < 300; ++k) {
+    const float scale = std::ldexp(1.0f, static_cast<int>(rng() % 80) - 40);
+    std::normal_distribution<float> normal(0.0f, scale);
+    const float u = normal(rng), v = normal(rng);
+    ranges.push_back({std::min(u, v), std::max(u, v)});
+  }
+  for (int64_t target : SimdTargets()) {
+    ScopedSimdTarget scoped(target);
+    for (FloatFormat format : kFormats) {
+      for (const SpecCase& sc : specs) {
+        for (float g : {1.0f, 3.5f, 2688.0f / 1e-3f, 1e30f}) {
+          for (const auto& [a0, b0] : ranges) {
+            const float a = RoundTo(format, a0), b = RoundTo(format, b0);
+            std::vector<FakeQuantParams> got;
+            SimdCandidateParamsForTest(format, sc.spec, sc.global, g, a, b,
+                                       shrink, &got);
+            for (size_t c = 0; c < shrink.size(); ++c) {
+              const FakeQuantParams want = DispatchFormat(format, [&](auto f) {
+                return CandidateParams<decltype(f)::value>(
+                    a, b, shrink[c], sc.spec, sc.global, g);
+              });
+              ASSERT_TRUE(SameFloat(got[c].scale, want.scale) &&
+                          SameFloat(got[c].zero_point, want.zero_point) &&
+                          SameFloat(got[c].effective_scale,
+                                    want.effective_scale))
+                  << SimdTargetName(target) << " " << FormatName(format)
+                  << " " << sc.name << " g " << g << " [" << a << ", " << b
+                  << "] p " << shrink[c] << ": scale " << got[c].scale
+                  << " vs " << want.scale << ", zp " << got[c].zero_point
+                  << " vs " << want.zero_point << ", eff "
+                  << got[c].effective_scale << " vs " << want.effective_scale;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(CpuKernelsTest, BadRequestsAreErrors) {
   const Tensor data = MakeData(FloatFormat::kF32, 4, 4, Fill::kRandom, 1);
   MinMaxRequest req;
