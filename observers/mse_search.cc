@@ -1,6 +1,7 @@
 #include "observers/mse_search.h"
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -72,11 +73,20 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
     bool stopped = false;
   };
   std::vector<CallState> state(obs.calls.size());
+  // The call of each unit of the grid (-1: none).
+  const int64_t num_units = obs.grid.num_units();
+  std::vector<int32_t> call_of(num_units, -1);
+  for (size_t k = 0; k < obs.calls.size(); ++k) {
+    for (int64_t u : obs.calls[k].units) call_of[u] = static_cast<int32_t>(k);
+  }
+  // The units of the running calls in grid (= memory) order, so that the
+  // kernel and the replay below read the data, the ranges and the errors
+  // sequentially (listing group units call by call, i.e. column by column,
+  // jumps a row per unit).
   std::vector<int64_t> units;
   std::vector<float> unit_min, unit_max, errors;
-  // Position of each running call's first unit in `units`.
-  std::vector<size_t> offset(obs.calls.size(), 0);
-  std::vector<size_t> running;  // indices of the running calls
+  std::vector<std::atomic<uint8_t>> improved(obs.calls.size());
+  const int threads = obs.options.exec.threads;
   bool rebuild = true;
   int64_t count = 0;
   for (int64_t first = 0; first < steps; first += count) {
@@ -99,16 +109,11 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
       units.clear();
       unit_min.clear();
       unit_max.clear();
-      running.clear();
-      for (size_t k = 0; k < obs.calls.size(); ++k) {
-        if (state[k].stopped) continue;
-        running.push_back(k);
-        offset[k] = units.size();
-        for (int64_t u : obs.calls[k].units) {
-          units.push_back(u);
-          unit_min.push_back(obs.min[u]);
-          unit_max.push_back(obs.max[u]);
-        }
+      for (int64_t u = 0; u < num_units; ++u) {
+        if (call_of[u] < 0 || state[call_of[u]].stopped) continue;
+        units.push_back(u);
+        unit_min.push_back(obs.min[u]);
+        unit_max.push_back(obs.max[u]);
       }
       rebuild = false;
     }
@@ -120,38 +125,36 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
     errors.resize(units.size() * count);
     QCAL_RETURN_IF_ERROR(
         obs.backend->mse_errors(request, obs.options.exec, errors.data()));
-    // Replay the step-by-step rule on the errors. Calls are independent
-    // (each has its own units and counter), so they are replayed in
+    // Replay the step-by-step rule on the errors: at each step every unit of
+    // a running call takes a strictly better error; then each call's counter
+    // moves. Units are independent within a step, so they are scanned in
     // parallel; each unit remembers the step of its last improvement.
-    ParallelFor(
-        static_cast<int64_t>(running.size()), obs.options.exec.threads,
-        std::max<int64_t>(1, 4096 / std::max<int64_t>(
-                                        1, static_cast<int64_t>(
-                                               obs.calls[running[0]].units.size()))),
-        [&](int64_t begin, int64_t end) {
-          for (int64_t r = begin; r < end; ++r) {
-            const size_t k = running[r];
-            const ObserverCall& call = obs.calls[k];
-            for (int64_t step = 0; step < count && !state[k].stopped; ++step) {
-              bool improved = false;
-              for (size_t j = 0; j < call.units.size(); ++j) {
-                const int64_t u = call.units[j];
-                const float err = errors[(offset[k] + j) * count + step];
-                if (err < best[u]) {
-                  best[u] = err;
-                  best_step[u] = first + step;
-                  improved = true;
-                }
-              }
-              if (improved) {
-                state[k].no_improve = 0;
-              } else if (++state[k].no_improve >= options.patience) {
-                state[k].stopped = true;
-              }
-            }
+    const int64_t n = static_cast<int64_t>(units.size());
+    for (int64_t step = 0; step < count; ++step) {
+      for (auto& flag : improved) flag.store(0, std::memory_order_relaxed);
+      ParallelFor(n, threads, 4096, [&](int64_t begin, int64_t end) {
+        for (int64_t j = begin; j < end; ++j) {
+          const int64_t u = units[j];
+          const int32_t k = call_of[u];
+          if (state[k].stopped) continue;
+          const float err = errors[j * count + step];
+          if (err < best[u]) {
+            best[u] = err;
+            best_step[u] = first + step;
+            improved[k].store(1, std::memory_order_relaxed);
           }
-        });
-    for (size_t k : running) rebuild = rebuild || state[k].stopped;
+        }
+      });
+      for (size_t k = 0; k < obs.calls.size(); ++k) {
+        if (state[k].stopped) continue;
+        if (improved[k].load(std::memory_order_relaxed)) {
+          state[k].no_improve = 0;
+        } else if (++state[k].no_improve >= options.patience) {
+          state[k].stopped = true;
+          rebuild = true;
+        }
+      }
+    }
   }
   // Each unit's range: its last improving candidate (or [1, 0] if none).
   DispatchFormat(obs.format, [&](auto f) {

@@ -38,6 +38,9 @@ struct CandidateConsts {
 // PowMode selects PowNorm's computation for float32 tensors.
 enum class PowMode : uint8_t { kGeneral, kSquare, kCube, kSqrt };
 
+// kShrinkPad is the padding of MseJob::shrink_padded (the widest vector).
+inline constexpr int64_t kShrinkPad = 16;
+
 // MseJob is one validated MSE-error request with its per-candidate constants
 // precomputed.
 struct MseJob {
@@ -61,6 +64,9 @@ struct MseJob {
   const float* unit_max = nullptr;
   int64_t num_units = 0;
   const float* shrink = nullptr;
+  // The shrink factors again, padded (repeating the last) to a multiple of
+  // kShrinkPad, so that vector code loads them without a tail.
+  const float* shrink_padded = nullptr;
   int64_t num_candidates = 0;
   int threads = 1;
   float* errors = nullptr;  // [unit][candidate]

@@ -381,14 +381,12 @@ template <FloatFormat F>
 HWY_INLINE void UnitConsts(const MseJob& job, int64_t i,
                            CandidateConsts* consts) {
   const int64_t n = job.num_candidates;
-  HWY_ALIGN float p[kNF], scale[kNF], zp[kNF], eff[kNF];
+  static_assert(kShrinkPad % kNF == 0, "padding must cover whole vectors");
+  HWY_ALIGN float scale[kNF], zp[kNF], eff[kNF];
   for (int64_t c0 = 0; c0 < n; c0 += kNF) {
     const int64_t m = std::min<int64_t>(kNF, n - c0);
-    for (int64_t k = 0; k < static_cast<int64_t>(kNF); ++k) {
-      p[k] = job.shrink[c0 + std::min(k, m - 1)];
-    }
-    CandidateConstsV<F>(job, job.unit_min[i], job.unit_max[i], p, scale, zp,
-                        eff);
+    CandidateConstsV<F>(job, job.unit_min[i], job.unit_max[i],
+                        job.shrink_padded + c0, scale, zp, eff);
     for (int64_t k = 0; k < m; ++k) {
       consts[c0 + k] =
           CandidateConsts{scale[k], Round<F>(zp[k]), zp[k], eff[k]};
@@ -719,6 +717,13 @@ absl::Status SimdMseErrors(const MseRequest& request, const ExecOptions& exec,
   job.unit_min = request.unit_min.data();
   job.unit_max = request.unit_max.data();
   job.shrink = request.shrink.data();
+  std::vector<float> shrink_padded(
+      (job.num_candidates + internal_cpu::kShrinkPad - 1) /
+      internal_cpu::kShrinkPad * internal_cpu::kShrinkPad);
+  for (size_t c = 0; c < shrink_padded.size(); ++c) {
+    shrink_padded[c] = request.shrink[std::min<size_t>(c, request.shrink.size() - 1)];
+  }
+  job.shrink_padded = shrink_padded.data();
   // Lean fake quantization (see AbsError): symmetric, 16-bit format, clamp
   // bounds and every grid value exact in the format.
   if (request.format != FloatFormat::kF32 && request.spec.symmetric) {
@@ -752,6 +757,11 @@ void SimdCandidateParamsForTest(FloatFormat format, const QuantSpec& spec,
   job.num_units = 1;
   job.shrink = shrink.data();
   job.num_candidates = static_cast<int64_t>(shrink.size());
+  std::vector<float> padded(shrink);
+  while (padded.size() % internal_cpu::kShrinkPad != 0) {
+    padded.push_back(shrink.back());
+  }
+  job.shrink_padded = padded.data();
   out->resize(shrink.size());
   HWY_DYNAMIC_DISPATCH(internal_cpu::CandidateParamsTarget)(job, out->data());
 }
