@@ -16,6 +16,14 @@
 //   --rows=R --cols=C  shape of the generated weights (default 4096 x 4096)
 //   --target=NAME      restrict the kernels to one SIMD target (AVX3, AVX2,
 //                      SSE4, SSSE3, SCALAR)
+//   --norm=X           the MSE observers' norm kwarg (default 2.4; 2 makes
+//                      the error term a square: the pow's cost is the
+//                      difference)
+//   --checkpoint=FILE  also run "checkpoint_minmax_w4a16": what calibrate
+//                      --scheme=W4A16 --observer=minmax does per run, minus
+//                      writing the output: map the safetensors file, and for
+//                      every 2-D float tensor a fresh minmax observer's
+//                      qparams (reading the data from the page cache)
 // Build with -c opt:
 //   ./bazelw run -c opt //tools/bench -- --threads=2 --benchmark_repetitions=5
 #include <cstdint>
@@ -52,6 +60,8 @@ struct Settings {
   int64_t rows = 4096;
   int64_t cols = 4096;
   std::string target;
+  std::string checkpoint;
+  std::string norm;
 };
 
 Settings& GetSettings() {
@@ -216,7 +226,14 @@ void MinMaxObserver(benchmark::State& state, const std::string& strategy,
 void MseSearch(benchmark::State& state, const std::string& scheme,
                const std::string& dtype) {
   const Tensor& w = Weights(dtype);
-  const QuantizationArgs args = ArgsFor(scheme);
+  QuantizationArgs args = ArgsFor(scheme);
+  if (!GetSettings().norm.empty()) {
+    double norm;
+    if (!absl::SimpleAtod(GetSettings().norm, &norm)) {
+      Die("--norm=" + GetSettings().norm + " is not a number");
+    }
+    args.observer_kwargs["norm"] = norm;
+  }
   for (auto _ : state) {
     std::unique_ptr<Observer> obs = MakeObserver("mse", args);
     std::optional<float> g;
@@ -233,7 +250,39 @@ void MseSearch(benchmark::State& state, const std::string& scheme,
   SetBytes(state, w);
 }
 
+// One pass of calibrate's work over a checkpoint (see --checkpoint).
+void CheckpointMinMax(benchmark::State& state) {
+  const QuantizationArgs args = ArgsFor("group128");
+  int64_t bytes = 0;
+  for (auto _ : state) {
+    auto file = SafetensorsFile::Open(GetSettings().checkpoint);
+    if (!file.ok()) Die(std::string(file.status().message()));
+    bytes = 0;
+    for (const SafetensorsEntry& e : (*file)->entries()) {
+      if (e.shape.size() != 2 ||
+          (e.dtype != DType::kF32 && e.dtype != DType::kF16 &&
+           e.dtype != DType::kBF16)) {
+        continue;
+      }
+      auto view = (*file)->Get(e.name);
+      if (!view.ok()) Die(std::string(view.status().message()));
+      std::unique_ptr<Observer> obs = MakeObserver("minmax", args);
+      auto qp = obs->GetQParams(*view);
+      if (!qp.ok()) Die(std::string(qp.status().message()));
+      benchmark::DoNotOptimize(*qp);
+      bytes += e.end - e.begin;
+    }
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * bytes);
+  state.counters["threads"] = ResolveThreads(GetSettings().threads);
+}
+
 void RegisterAll() {
+  if (!GetSettings().checkpoint.empty()) {
+    benchmark::RegisterBenchmark("checkpoint_minmax_w4a16", CheckpointMinMax)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  }
   for (const std::string dtype : {"f32", "bf16"}) {
     benchmark::RegisterBenchmark(("read_bw/" + dtype).c_str(), ReadBandwidth,
                                  dtype)
@@ -288,7 +337,8 @@ void ParseFlags(int* argc, char** argv) {
     };
     if (value("--threads=", &s.threads) || value("--weights=", &s.weights) ||
         value("--rows=", &s.rows) || value("--cols=", &s.cols) ||
-        value("--target=", &s.target)) {
+        value("--target=", &s.target) ||
+        value("--checkpoint=", &s.checkpoint) || value("--norm=", &s.norm)) {
       continue;
     }
     argv[out++] = argv[i];
