@@ -2,11 +2,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <deque>
+#include <mutex>
 #include <thread>
-
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 
 namespace qcal {
 namespace {
@@ -23,8 +22,8 @@ struct Job {
   const int64_t n;
   const int64_t chunk;
   std::atomic<int64_t> next{0};
-  int helpers_wanted = 0;  // guarded by the pool mutex
-  int helpers_active = 0;  // guarded by the pool mutex
+  int helpers_wanted = 0;  // guarded by the pool's mutex
+  int helpers_active = 0;  // guarded by the pool's mutex
 
   void RunChunks() {
     for (;;) {
@@ -36,7 +35,9 @@ struct Job {
 };
 
 // The process-wide pool; never destroyed (its threads block forever on an
-// empty queue and end with the process).
+// empty queue and end with the process). std::mutex / condition_variable
+// rather than absl::Mutex, so that ThreadSanitizer (which intercepts
+// pthreads but not the system Abseil build) sees the synchronisation.
 class Pool {
  public:
   static Pool& Get() {
@@ -46,7 +47,7 @@ class Pool {
 
   void Run(Job& job, int helpers) {
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       while (workers_ < helpers && workers_ < kMaxWorkers) {
         std::thread(&Pool::WorkerLoop, this).detach();
         ++workers_;
@@ -54,16 +55,14 @@ class Pool {
       job.helpers_wanted = helpers;
       queue_.push_back(&job);
     }
+    work_cv_.notify_all();
     job.RunChunks();
-    absl::MutexLock lock(&mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     if (job.helpers_wanted > 0) {
       queue_.erase(std::find(queue_.begin(), queue_.end(), &job));
       job.helpers_wanted = 0;
     }
-    auto helpers_done = [&job]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return job.helpers_active == 0;
-    };
-    mu_.Await(absl::Condition(&helpers_done));
+    done_cv_.wait(lock, [&job] { return job.helpers_active == 0; });
   }
 
  private:
@@ -71,27 +70,24 @@ class Pool {
 
   void WorkerLoop() {
     tls_in_pool_worker = true;
-    auto has_job = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return !queue_.empty();
-    };
+    std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
-      Job* job;
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(&has_job));
-        job = queue_.front();
-        ++job->helpers_active;
-        if (--job->helpers_wanted == 0) queue_.pop_front();
-      }
+      work_cv_.wait(lock, [this] { return !queue_.empty(); });
+      Job* job = queue_.front();
+      ++job->helpers_active;
+      if (--job->helpers_wanted == 0) queue_.pop_front();
+      lock.unlock();
       job->RunChunks();
-      absl::MutexLock lock(&mu_);
-      --job->helpers_active;
+      lock.lock();
+      if (--job->helpers_active == 0) done_cv_.notify_all();
     }
   }
 
-  absl::Mutex mu_;
-  std::deque<Job*> queue_ ABSL_GUARDED_BY(mu_);
-  int workers_ ABSL_GUARDED_BY(mu_) = 0;
+  std::mutex mu_;
+  std::condition_variable work_cv_;  // a job wants helpers
+  std::condition_variable done_cv_;  // a job's last helper left
+  std::deque<Job*> queue_;           // guarded by mu_
+  int workers_ = 0;                  // guarded by mu_
 };
 
 }  // namespace

@@ -18,13 +18,15 @@
 // error term |e|^norm takes one of 2^15 values (e is a value of the format),
 // so it is looked up in a table of PowNorm<F> built once per exponent.
 //
+// Each unit's candidate constants (CandidateParams<F>) are computed
+// vectorised across the candidates, bit for bit as the scalar code.
+//
 // Rows that contain a non-finite value (only possible with kSkip, or when a
 // caller bypasses the min/max check) go through the scalar RowErrorSum.
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
+#include <limits>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "core/cpu/kernel_jobs.h"
@@ -622,7 +624,8 @@ void MseTarget(const MseJob& job) {
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
-#include "absl/synchronization/mutex.h"
+#include <mutex>
+
 #include "core/cpu/reference_kernels.h"
 #include "core/cpu/simd_kernels.h"
 #include "core/qparams.h"
@@ -660,11 +663,11 @@ std::vector<float> BuildPowTable(float exponent) {
 // 2^15 scalar pows; calibration uses one or two exponents per process.
 std::shared_ptr<const PowTable> GetPowTable(FloatFormat format,
                                             float exponent) {
-  static absl::Mutex mu(absl::kConstInit);
+  static std::mutex* mu = new std::mutex;  // never destroyed
   static auto* cache = new std::vector<std::shared_ptr<const PowTable>>();
   const uint32_t bits = FloatToBits(exponent);
   {
-    absl::MutexLock lock(&mu);
+    std::lock_guard<std::mutex> lock(*mu);
     for (const auto& t : *cache) {
       if (t->format == format && t->exponent_bits == bits) return t;
     }
@@ -675,7 +678,7 @@ std::shared_ptr<const PowTable> GetPowTable(FloatFormat format,
   table->values = format == FloatFormat::kBF16
                       ? BuildPowTable<FloatFormat::kBF16>(exponent)
                       : BuildPowTable<FloatFormat::kF16>(exponent);
-  absl::MutexLock lock(&mu);
+  std::lock_guard<std::mutex> lock(*mu);
   if (cache->size() >= 8) cache->erase(cache->begin());
   cache->push_back(table);
   return table;
