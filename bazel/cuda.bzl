@@ -152,6 +152,10 @@ def _cuda_objects_impl(ctx):
     return [DefaultInfo(files = depset(objects))]
 
 # $1: dependency file, $2: the .cu file, the rest: the nvcc command line.
+# nvcc gets a private TMPDIR: it names its temporary files after its process
+# id, and sandboxed actions run in their own PID namespaces (the same small
+# PIDs) over a shared /tmp, so concurrent compilations would overwrite each
+# other's files ("ptxas fatal: Input file ... could not be opened").
 # After compiling, fail if anything included (directly or through a header)
 # comes from Abseil: .cu files must stay plain CUDA C++.
 _NVCC_COMMAND = """\
@@ -159,7 +163,9 @@ set -eu
 dep_file="$1"
 src="$2"
 shift 2
-"$@"
+nvcc_tmp=$(mktemp -d "${TMPDIR:-/tmp}/qcal-nvcc.XXXXXXXX")
+trap 'rm -rf "$nvcc_tmp"' EXIT
+TMPDIR="$nvcc_tmp" "$@"
 if grep -E '(^|[ /])absl/' "$dep_file" >/dev/null; then
   echo "ERROR: $src includes Abseil headers (directly or through a project" >&2
   echo "header). .cu files may include only CUDA headers and plain C++" >&2

@@ -186,6 +186,18 @@ QCAL_HD_INLINE uint8_t FloatToE4m3fnBits(float f) {
                     internal_float::RoundShiftRightEven(m, 141u - e));
 }
 
+// FloatToE4m3fnBitsLikeTorch is PyTorch's `tensor.to(torch.float8_e4m3fn)`:
+// round to nearest even, but magnitudes above 464 (which round past 448) and
+// infinities become NaN (0x7F with the sign), as c10::Float8_e4m3fn does.
+// Used where a value is stored as F8_E4M3 without a preceding clamp.
+QCAL_HD_INLINE uint8_t FloatToE4m3fnBitsLikeTorch(float f) {
+  const uint32_t u = FloatToBits(f);
+  if ((u & 0x7FFFFFFFu) > 0x43E80000u) {  // |f| > 464, inf or NaN
+    return static_cast<uint8_t>(((u >> 24) & 0x80u) | kE4m3fnNan);
+  }
+  return FloatToE4m3fnBits(f);
+}
+
 // RoundToE4m3fn rounds a float32 value to the nearest float8_e4m3fn value
 // (saturating), returned as float32.
 QCAL_HD_INLINE float RoundToE4m3fn(float f) {

@@ -286,29 +286,48 @@ QCAL_HD_INLINE FakeQuantParams MakeFakeQuantParams(const ScalarQParams& qp,
   return p;
 }
 
+// QuantizeToGrid is the quantize half of FakeQuantize: the value x of format F
+// mapped to the quantized grid, q = round(clamp(x / s' + zp, q_min, q_max))
+// (SPEC §6), with FakeQuantize's rounding steps. The result is a grid value
+// (an integer, an fp8 or an fp4 value) in [q_min, q_max], or NaN for a NaN x.
+template <FloatFormat F>
+QCAL_HD_INLINE float QuantizeToGrid(float x, const FakeQuantParams& p,
+                                    const QuantSpec& spec) {
+  const float zp = Round<F>(p.zero_point);
+  if (p.has_global_scale) {
+    // x / s' with s' a float32 tensor: promoted to float32 throughout; the
+    // zero point is converted to x's dtype first (exact for fp8 zero points).
+    float q = x / p.effective_scale + zp;
+    q = ClampF(q, spec.q_min, spec.q_max);
+    // The grid value stays float32 until dequantized (SPEC §6; the
+    // vectorised compressed-tensors path). Exact in F anyway for fp4, fp8 and
+    // int8 grids; only wide int grids in f16/bf16 would differ.
+    return RoundToQuantGrid(q, spec.kind);
+  }
+  float q = Round<F>(x / p.scale);
+  q = Round<F>(q + zp);
+  q = Round<F>(ClampF(q, spec.q_min, spec.q_max));
+  return Round<F>(RoundToQuantGrid(q, spec.kind));
+}
+
+// DequantizeFromGrid is the dequantize half of FakeQuantize: (q - zp) * s'
+// for a grid value q from QuantizeToGrid, rounded to F.
+template <FloatFormat F>
+QCAL_HD_INLINE float DequantizeFromGrid(float q, const FakeQuantParams& p) {
+  if (p.has_global_scale) {
+    // Dequantization converts the zero point straight to float32.
+    return Round<F>((q - p.zero_point) * p.effective_scale);
+  }
+  const float zp = Round<F>(p.zero_point);
+  return Round<F>(Round<F>(q - zp) * p.scale);
+}
+
 // FakeQuantize is quantize-then-dequantize of one value x of format F
 // (SPEC §6), the result rounded to F as compressed-tensors stores it.
 template <FloatFormat F>
 QCAL_HD_INLINE float FakeQuantize(float x, const FakeQuantParams& p,
                                   const QuantSpec& spec) {
-  if (p.has_global_scale) {
-    // x / s' with s' a float32 tensor: promoted to float32 throughout; the
-    // zero point is converted to x's dtype first (exact for fp8 zero points).
-    const float zp = Round<F>(p.zero_point);
-    float q = x / p.effective_scale + zp;
-    q = ClampF(q, spec.q_min, spec.q_max);
-    // The quantized value is stored into an F-typed buffer before it is
-    // dequantized (exact for every grid value of fp4/fp8/int8).
-    q = Round<F>(RoundToQuantGrid(q, spec.kind));
-    // Dequantization converts the zero point straight to float32.
-    return Round<F>((q - p.zero_point) * p.effective_scale);
-  }
-  const float zp = Round<F>(p.zero_point);
-  float q = Round<F>(x / p.scale);
-  q = Round<F>(q + zp);
-  q = Round<F>(ClampF(q, spec.q_min, spec.q_max));
-  q = Round<F>(RoundToQuantGrid(q, spec.kind));
-  return Round<F>(Round<F>(q - zp) * p.scale);
+  return DequantizeFromGrid<F>(QuantizeToGrid<F>(x, p, spec), p);
 }
 
 // ------------------------------------------------------------- MSE error

@@ -541,6 +541,48 @@ absl::Status ReadFully(int fd, int64_t offset, void* out, int64_t size,
 
 }  // namespace
 
+namespace {
+
+// HeaderLength validates a file's size and its 8-byte length prefix against
+// the limits and returns the header length N. It runs before anything is
+// allocated or mapped.
+absl::StatusOr<uint64_t> HeaderLength(const std::string& path, int64_t size,
+                                      const uint8_t* prefix,
+                                      const SafetensorsLimits& limits) {
+  if (size == 0) {
+    return absl::DataLossError(absl::StrCat(
+        path,
+        ": empty file (a safetensors file starts with an 8-byte header "
+        "length)"));
+  }
+  if (size < kLengthFieldBytes) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": truncated: ", size,
+                     " bytes, fewer than the 8-byte header length"));
+  }
+  uint64_t header_size = 0;
+  for (int i = kLengthFieldBytes - 1; i >= 0; --i) {
+    header_size = (header_size << 8) | prefix[i];
+  }
+  // Compare in uint64 so that a length near 2^64 cannot wrap.
+  const uint64_t limit =
+      static_cast<uint64_t>(std::max<int64_t>(0, limits.max_header_bytes));
+  if (header_size > limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": header length ", header_size,
+                     " exceeds the limit of ", limit, " bytes"));
+  }
+  const uint64_t after_length = static_cast<uint64_t>(size - kLengthFieldBytes);
+  if (header_size > after_length) {
+    return absl::DataLossError(absl::StrCat(
+        path, ": truncated: header length ", header_size, " but only ",
+        after_length, " bytes follow the length field"));
+  }
+  return header_size;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
     const std::string& path, const SafetensorsLimits& limits) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -559,39 +601,12 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
         absl::StrCat(path, ": not a regular file"));
   }
   const int64_t size = st.st_size;
-  if (size == 0) {
-    return absl::DataLossError(absl::StrCat(
-        path,
-        ": empty file (a safetensors file starts with an 8-byte header "
-        "length)"));
+  uint8_t prefix[kLengthFieldBytes] = {};
+  if (size >= kLengthFieldBytes) {
+    QCAL_RETURN_IF_ERROR(ReadFully(fd, 0, prefix, kLengthFieldBytes, path));
   }
-  if (size < kLengthFieldBytes) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": truncated: ", size,
-                     " bytes, fewer than the 8-byte header length"));
-  }
-  uint8_t prefix[kLengthFieldBytes];
-  QCAL_RETURN_IF_ERROR(ReadFully(fd, 0, prefix, kLengthFieldBytes, path));
-  uint64_t header_size = 0;
-  for (int i = kLengthFieldBytes - 1; i >= 0; --i) {
-    header_size = (header_size << 8) | prefix[i];
-  }
-  // Both checks come before anything is allocated or mapped, and compare in
-  // uint64 so that a length near 2^64 cannot wrap.
-  const uint64_t limit =
-      static_cast<uint64_t>(std::max<int64_t>(0, limits.max_header_bytes));
-  if (header_size > limit) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": header length ", header_size,
-                     " exceeds the limit of ", limit, " bytes"));
-  }
-  const uint64_t after_length = static_cast<uint64_t>(size - kLengthFieldBytes);
-  if (header_size > after_length) {
-    return absl::DataLossError(absl::StrCat(
-        path, ": truncated: header length ", header_size, " but only ",
-        after_length, " bytes follow the length field"));
-  }
-
+  QCAL_ASSIGN_OR_RETURN(uint64_t header_size,
+                        HeaderLength(path, size, prefix, limits));
   void* map =
       ::mmap(nullptr, static_cast<size_t>(size), PROT_READ, MAP_PRIVATE, fd, 0);
   if (map == MAP_FAILED) {
@@ -600,21 +615,41 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
   file->map_ =
       static_cast<const uint8_t*>(map);  // unmapped by ~SafetensorsFile
+  file->mapped_ = true;
   file->path_ = path;
   file->file_size_ = size;
   file->header_size_ = static_cast<int64_t>(header_size);
+  QCAL_RETURN_IF_ERROR(file->ParseHeader(limits));
+  return file;
+}
 
-  const int64_t data_size =
-      size - kLengthFieldBytes - static_cast<int64_t>(header_size);
-  HeaderParser parser(file->path_, data_size, limits);
-  const char* json =
-      reinterpret_cast<const char*>(file->map_) + kLengthFieldBytes;
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::FromBytes(
+    std::string name, std::vector<uint8_t> bytes,
+    const SafetensorsLimits& limits) {
+  const int64_t size = static_cast<int64_t>(bytes.size());
+  QCAL_ASSIGN_OR_RETURN(uint64_t header_size,
+                        HeaderLength(name, size, bytes.data(), limits));
+  std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
+  file->owned_ = std::move(bytes);
+  file->map_ = file->owned_.data();
+  file->path_ = std::move(name);
+  file->file_size_ = size;
+  file->header_size_ = static_cast<int64_t>(header_size);
+  QCAL_RETURN_IF_ERROR(file->ParseHeader(limits));
+  return file;
+}
+
+absl::Status SafetensorsFile::ParseHeader(const SafetensorsLimits& limits) {
+  const uint64_t header_size = static_cast<uint64_t>(header_size_);
+  const int64_t data_size = file_size_ - kLengthFieldBytes - header_size_;
+  HeaderParser parser(path_, data_size, limits);
+  const char* json = reinterpret_cast<const char*>(map_) + kLengthFieldBytes;
   // nlohmann's lexer takes a NUL byte for the end of the input, which would
   // let anything follow it unchecked. JSON text never contains a raw NUL
   // (inside strings it must be escaped), so reject it up front.
   if (const void* nul = std::memchr(json, '\0', header_size); nul != nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
-        path, ": header is not valid JSON: NUL byte at header offset ",
+        path_, ": header is not valid JSON: NUL byte at header offset ",
         static_cast<const char*>(nul) - json));
   }
   // Strict (nothing but whitespace after the object), no comments. The SAX
@@ -625,14 +660,14 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
                       Json::input_format_t::json, /*strict=*/true,
                       /*ignore_comments=*/false);
   QCAL_RETURN_IF_ERROR(parser.Result(parsed));
-  file->entries_ = std::move(parser.entries());
-  file->index_ = std::move(parser.index());
-  file->metadata_ = std::move(parser.metadata());
-  return file;
+  entries_ = std::move(parser.entries());
+  index_ = std::move(parser.index());
+  metadata_ = std::move(parser.metadata());
+  return absl::OkStatus();
 }
 
 SafetensorsFile::~SafetensorsFile() {
-  if (map_ != nullptr) {
+  if (mapped_ && map_ != nullptr) {
     ::munmap(const_cast<uint8_t*>(map_), static_cast<size_t>(file_size_));
   }
 }
@@ -671,7 +706,9 @@ absl::Status SafetensorsFile::ReleasePages(absl::string_view name) const {
     return absl::NotFoundError(
         absl::StrCat(path_, ": no tensor named ", Quote(name)));
   }
-  if (entry->begin == entry->end) return absl::OkStatus();
+  // Only a file mapping can drop pages (on owned memory MADV_DONTNEED would
+  // zero the bytes).
+  if (!mapped_ || entry->begin == entry->end) return absl::OkStatus();
   // madvise wants page-aligned ranges: round outwards. The mapping is
   // read-only and private, so dropped pages are simply read again from the
   // file if a neighbour needs them.

@@ -102,6 +102,13 @@ class SafetensorsFile {
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(
       const std::string& path, const SafetensorsLimits& limits = {});
 
+  // FromBytes validates a safetensors image held in memory (the same rules
+  // as Open; `name` stands for the path in messages). The file keeps the
+  // bytes; ReleasePages does nothing for it. Used by fuzzers and tests.
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> FromBytes(
+      std::string name, std::vector<uint8_t> bytes,
+      const SafetensorsLimits& limits = {});
+
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
   ~SafetensorsFile();
@@ -144,9 +151,13 @@ class SafetensorsFile {
 
  private:
   SafetensorsFile() = default;
+  // Validates the header at map_ (header_size_ bytes after the length).
+  absl::Status ParseHeader(const SafetensorsLimits& limits);
 
   std::string path_;
   const uint8_t* map_ = nullptr;
+  bool mapped_ = false;             // map_ is an mmap (else owned_.data())
+  std::vector<uint8_t> owned_;
   int64_t file_size_ = 0;
   int64_t header_size_ = 0;
   std::vector<SafetensorsEntry> entries_;

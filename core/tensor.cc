@@ -6,6 +6,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/memory_budget.h"
 #include "core/status_macros.h"
 
 namespace qcal {
@@ -205,15 +206,20 @@ absl::StatusOr<Tensor> Tensor::Zeros(DType dtype,
   QCAL_ASSIGN_OR_RETURN(int64_t bytes, CheckedByteSize(dtype, shape));
   Tensor t;
   // aligned_alloc wants a size that is a multiple of the alignment.
-  const int64_t rounded = (bytes + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, rounded > 0 ? rounded : 64);
+  const int64_t rounded = (bytes + 63) / 64 * 64 > 0 ? (bytes + 63) / 64 * 64 : 64;
+  QCAL_RETURN_IF_ERROR(ReserveTensorMemory(
+      rounded, absl::StrCat("a ", DTypeName(dtype), ShapeToString(shape),
+                            " tensor")));
+  void* p = std::aligned_alloc(64, rounded);
   if (p == nullptr) {
+    ReleaseTensorMemory(rounded);
     return absl::ResourceExhaustedError(
         absl::StrCat("cannot allocate ", bytes, " bytes for a ",
                      DTypeName(dtype), ShapeToString(shape), " tensor"));
   }
-  std::memset(p, 0, rounded > 0 ? rounded : 64);
-  t.buffer_.reset(static_cast<uint8_t*>(p));
+  std::memset(p, 0, rounded);
+  t.buffer_ = std::unique_ptr<uint8_t[], FreeDeleter>(
+      static_cast<uint8_t*>(p), FreeDeleter(rounded));
   t.dtype_ = dtype;
   t.shape_.assign(shape.begin(), shape.end());
   t.numel_ = bytes / DTypeSize(dtype);
@@ -248,6 +254,11 @@ absl::StatusOr<Tensor> Tensor::CopyOf(const TensorView& view) {
     }
   }
   return t;
+}
+
+void Tensor::FreeDeleter::operator()(uint8_t* p) const {
+  std::free(p);
+  ReleaseTensorMemory(budget_bytes);
 }
 
 TensorView Tensor::view() const {

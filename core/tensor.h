@@ -129,7 +129,8 @@ class Tensor {
   Tensor(Tensor&&) = default;
   Tensor& operator=(Tensor&&) = default;
 
-  // Zeros allocates a zero-filled tensor of `shape`.
+  // Zeros allocates a zero-filled tensor of `shape`, counted against the
+  // memory budget (core/memory_budget.h): ResourceExhausted beyond it.
   static absl::StatusOr<Tensor> Zeros(DType dtype,
                                       absl::Span<const int64_t> shape);
 
@@ -156,8 +157,12 @@ class Tensor {
   }
 
  private:
+  // Frees the buffer and returns its bytes to the memory budget.
   struct FreeDeleter {
-    void operator()(uint8_t* p) const { std::free(p); }
+    FreeDeleter() : budget_bytes(0) {}
+    explicit FreeDeleter(int64_t bytes) : budget_bytes(bytes) {}
+    void operator()(uint8_t* p) const;
+    int64_t budget_bytes;
   };
   std::unique_ptr<uint8_t[], FreeDeleter> buffer_;
   DType dtype_ = DType::kF32;

@@ -180,6 +180,43 @@ absl::Status DeviceBuffer::CopyToHost(void* dst, int64_t bytes,
       "cudaStreamSynchronize after a device-to-host copy");
 }
 
+// -------------------------------------------------------- PinnedHostBuffer
+
+absl::StatusOr<PinnedHostBuffer> PinnedHostBuffer::Allocate(int64_t bytes) {
+  if (bytes < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "PinnedHostBuffer::Allocate: negative size ", bytes, " bytes"));
+  }
+  if (bytes == 0) return PinnedHostBuffer();
+  void* data = nullptr;
+  QCAL_RETURN_IF_ERROR(internal_cuda::Check(
+      cudaHostAlloc(&data, static_cast<size_t>(bytes), cudaHostAllocDefault),
+      absl::StrCat("cudaHostAlloc(", bytes, " bytes)")));
+  return PinnedHostBuffer(data, bytes);
+}
+
+PinnedHostBuffer::PinnedHostBuffer(PinnedHostBuffer&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)),
+      size_bytes_(std::exchange(other.size_bytes_, 0)) {}
+
+PinnedHostBuffer& PinnedHostBuffer::operator=(
+    PinnedHostBuffer&& other) noexcept {
+  if (this != &other) {
+    Reset();
+    data_ = std::exchange(other.data_, nullptr);
+    size_bytes_ = std::exchange(other.size_bytes_, 0);
+  }
+  return *this;
+}
+
+PinnedHostBuffer::~PinnedHostBuffer() { Reset(); }
+
+void PinnedHostBuffer::Reset() {
+  if (data_ != nullptr) cudaFreeHost(data_);
+  data_ = nullptr;
+  size_bytes_ = 0;
+}
+
 // -------------------------------------------------------------- CudaStream
 
 absl::StatusOr<CudaStream> CudaStream::Create() {

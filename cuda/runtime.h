@@ -1,7 +1,7 @@
 // The small layer over the CUDA runtime API that qcal's CUDA code uses:
 // turning cudaError_t into absl::Status, finding devices (where "no device" is
 // an ordinary answer, not an error: CI and developer machines have no GPU), and
-// RAII owners for device memory and streams.
+// RAII owners for device memory, pinned host memory and streams.
 //
 // Host C++ only (compiled by g++, linked with the static CUDA runtime); kernels
 // in .cu files do not include it. Every function acts on the calling thread's
@@ -114,6 +114,43 @@ class DeviceBuffer {
 
   // Frees the memory (errors are dropped: a destructor cannot report them)
   // and leaves the buffer empty.
+  void Reset();
+
+  void* data_ = nullptr;
+  int64_t size_bytes_ = 0;
+};
+
+// PinnedHostBuffer owns page-locked host memory (cudaHostAlloc), which
+// copies to and from the device read or write directly (no staging copy by
+// the driver, and asynchronous with respect to the host). Move-only; freed by
+// the destructor.
+class PinnedHostBuffer {
+ public:
+  PinnedHostBuffer() = default;
+
+  // Allocate returns a buffer of `bytes` bytes. InvalidArgument for negative
+  // sizes; 0 bytes gives an empty buffer without calling CUDA;
+  // FailedPrecondition without a device or driver; ResourceExhausted when
+  // the memory cannot be pinned.
+  static absl::StatusOr<PinnedHostBuffer> Allocate(int64_t bytes);
+
+  PinnedHostBuffer(PinnedHostBuffer&& other) noexcept;
+  PinnedHostBuffer& operator=(PinnedHostBuffer&& other) noexcept;
+  PinnedHostBuffer(const PinnedHostBuffer&) = delete;
+  PinnedHostBuffer& operator=(const PinnedHostBuffer&) = delete;
+  ~PinnedHostBuffer();
+
+  // data returns the host address, nullptr when empty.
+  void* data() const { return data_; }
+
+  // size_bytes returns the size of the allocation in bytes.
+  int64_t size_bytes() const { return size_bytes_; }
+
+ private:
+  PinnedHostBuffer(void* data, int64_t size_bytes)
+      : data_(data), size_bytes_(size_bytes) {}
+
+  // Frees the memory (errors dropped) and leaves the buffer empty.
   void Reset();
 
   void* data_ = nullptr;

@@ -22,6 +22,21 @@ std::string BlockTensorId(int64_t i, int64_t j) {
   return absl::StrCat("block_", i, "_", j);
 }
 
+namespace internal_observers {
+
+// ColumnGroups is the activation order of SPEC §7: columns stably sorted by
+// group index, and the column range of each group in that order.
+struct ColumnGroups {
+  std::vector<int64_t> order;   // permuted column -> original column
+  std::vector<int64_t> bounds;  // group k covers [bounds[k], bounds[k + 1])
+  bool regular = false;         // every group has group_size columns (the
+                                // last may be short): a plain TileGrid
+};
+
+}  // namespace internal_observers
+
+using internal_observers::ColumnGroups;
+
 namespace {
 
 bool IsGroupStrategy(Strategy s) {
@@ -34,12 +49,12 @@ int64_t IndexAt(const TensorView& v, int64_t i) {
                                   : v.data_as<int32_t>()[i];
 }
 
-// Column order for g_idx (SPEC §7): nullopt when columns stay in order (no
-// g_idx, or it contains -1); otherwise the stable sort of columns by group
-// index. Every group k < ceil(cols / gs) must have exactly the columns that
-// observing the permuted tensor would give it (gs, or the short remainder),
-// so that the result equals observing the permuted tensor without g_idx.
-absl::StatusOr<std::optional<std::vector<int64_t>>> ColumnOrder(
+// ColumnGroupsFor returns nullopt when columns stay in order (no g_idx, or it
+// contains -1). Otherwise group k is the k-th smallest distinct index, its
+// size the count of that index, as torch.unique(return_counts=True) gives;
+// there must be exactly ceil(cols / group_size) distinct indices (one per
+// qparam column).
+absl::StatusOr<std::optional<ColumnGroups>> ColumnGroupsFor(
     const TensorView& g_idx, int64_t cols, int64_t group_size,
     absl::string_view tensor_name) {
   if (g_idx.device() != Device::kCpu || g_idx.rank() != 1 ||
@@ -60,30 +75,33 @@ absl::StatusOr<std::optional<std::vector<int64_t>>> ColumnOrder(
     if (IndexAt(g_idx, c) == -1) return std::nullopt;
   }
   const int64_t groups = (cols + group_size - 1) / group_size;
-  std::vector<int64_t> counts(groups, 0);
-  for (int64_t c = 0; c < cols; ++c) {
-    const int64_t k = IndexAt(g_idx, c);
-    if (k < 0 || k >= groups) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "g_idx for tensor '", tensor_name, "': column ", c, " has group ",
-          k, ", outside [0, ", groups, ")"));
+  ColumnGroups out;
+  out.order.resize(cols);
+  std::iota(out.order.begin(), out.order.end(), 0);
+  std::stable_sort(out.order.begin(), out.order.end(),
+                   [&](int64_t a, int64_t b) {
+                     return IndexAt(g_idx, a) < IndexAt(g_idx, b);
+                   });
+  out.bounds.push_back(0);
+  for (int64_t c = 1; c < cols; ++c) {
+    if (IndexAt(g_idx, out.order[c]) != IndexAt(g_idx, out.order[c - 1])) {
+      out.bounds.push_back(c);
     }
-    ++counts[k];
   }
+  out.bounds.push_back(cols);
+  const int64_t distinct = static_cast<int64_t>(out.bounds.size()) - 1;
+  if (distinct != groups) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "g_idx for tensor '", tensor_name, "' has ", distinct,
+        " distinct groups, but ", cols, " columns in groups of ", group_size,
+        " give ", groups, " qparam columns"));
+  }
+  out.regular = true;
   for (int64_t k = 0; k < groups; ++k) {
     const int64_t want = std::min(group_size, cols - k * group_size);
-    if (counts[k] != want) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "g_idx for tensor '", tensor_name, "': group ", k, " has ",
-          counts[k], " columns, expected ", want));
-    }
+    if (out.bounds[k + 1] - out.bounds[k] != want) out.regular = false;
   }
-  std::vector<int64_t> order(cols);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-    return IndexAt(g_idx, a) < IndexAt(g_idx, b);
-  });
-  return std::optional<std::vector<int64_t>>(std::move(order));
+  return std::optional<ColumnGroups>(std::move(out));
 }
 
 // A copy of the 2-D CPU view with columns in `order`.
@@ -156,8 +174,11 @@ absl::Status Observer::Observe(const TensorView& x2d, const TileGrid& grid,
   if (first_bad >= 0) {
     int64_t flat = first_bad;
     if (column_perm != nullptr) {
+      // x2d holds some columns of the original [rows, original_cols] view,
+      // column c of x2d being original column column_perm[c].
       const int64_t cols = x2d.dim(1);
-      flat = (first_bad / cols) * cols + column_perm[first_bad % cols];
+      const int64_t original_cols = original.numel() / x2d.dim(0);
+      flat = (first_bad / cols) * original_cols + column_perm[first_bad % cols];
     }
     std::string value;
     if (original.device() == Device::kCpu) {
@@ -227,19 +248,27 @@ absl::StatusOr<const QParams*> Observer::GetQParams(
   QCAL_ASSIGN_OR_RETURN(TensorView x2d, View2DForStrategy(observed, args_));
 
   // Activation ordering: observe a column-permuted copy.
-  std::optional<std::vector<int64_t>> order;
+  std::optional<ColumnGroups> groups;
   Tensor permuted;
   if (g_idx != nullptr && IsGroupStrategy(strategy)) {
-    QCAL_ASSIGN_OR_RETURN(order, ColumnOrder(*g_idx, x2d.dim(1),
-                                             *args_.group_size,
-                                             options_.tensor_name));
-    if (order.has_value()) {
+    QCAL_ASSIGN_OR_RETURN(groups, ColumnGroupsFor(*g_idx, x2d.dim(1),
+                                                  *args_.group_size,
+                                                  options_.tensor_name));
+    if (groups.has_value()) {
       if (x2d.device() != Device::kCpu) {
         return absl::UnimplementedError(
             "g_idx ordering is implemented for CPU tensors only");
       }
-      QCAL_ASSIGN_OR_RETURN(permuted, PermuteColumns(x2d, *order));
+      QCAL_ASSIGN_OR_RETURN(permuted, PermuteColumns(x2d, groups->order));
       x2d = permuted.view();
+      if (!groups->regular) {
+        QCAL_ASSIGN_OR_RETURN(QParams qp,
+                              UnevenGroupQParams(observed, x2d, *groups,
+                                                 global_scale));
+        last_ = std::move(qp);
+        PostCalculateQParams();
+        return &*last_;
+      }
     }
   }
   QCAL_ASSIGN_OR_RETURN(TileGrid grid, TileGridForStrategy(x2d, args_));
@@ -281,7 +310,8 @@ absl::StatusOr<const QParams*> Observer::GetQParams(
   Observation obs;
   QCAL_RETURN_IF_ERROR(Observe(x2d, grid, std::move(calls), global_scale,
                                observed,
-                               order.has_value() ? order->data() : nullptr,
+                               groups.has_value() ? groups->order.data()
+                                                  : nullptr,
                                &obs));
   std::vector<float> mins(grid.num_units()), maxs(grid.num_units());
   QCAL_RETURN_IF_ERROR(UpdateMinMax(obs, absl::MakeSpan(mins),
@@ -291,6 +321,56 @@ absl::StatusOr<const QParams*> Observer::GetQParams(
   last_ = std::move(qp);
   PostCalculateQParams();
   return &*last_;
+}
+
+absl::StatusOr<QParams> Observer::UnevenGroupQParams(
+    const TensorView& observed, const TensorView& permuted,
+    const internal_observers::ColumnGroups& groups,
+    std::optional<float> global_scale) {
+  const int64_t rows = permuted.dim(0);
+  const int64_t num_groups = static_cast<int64_t>(groups.bounds.size()) - 1;
+  QParams out;
+  QCAL_ASSIGN_OR_RETURN(out.scale,
+                        Tensor::Zeros(permuted.dtype(), {rows, num_groups}));
+  QCAL_ASSIGN_OR_RETURN(out.zero_point, Tensor::Zeros(args_.ZeroPointDType(),
+                                                      {rows, num_groups}));
+  const int64_t scale_size = DTypeSize(out.scale.dtype());
+  const int64_t zp_size = DTypeSize(out.zero_point.dtype());
+  for (int64_t k = 0; k < num_groups; ++k) {
+    // Group k alone, as a contiguous [rows, count] tensor: one call.
+    const int64_t begin = groups.bounds[k], count = groups.bounds[k + 1] - begin;
+    QCAL_ASSIGN_OR_RETURN(TensorView columns,
+                          permuted.Narrow(1, begin, count));
+    QCAL_ASSIGN_OR_RETURN(Tensor group, Tensor::CopyOf(columns));
+    TileGrid grid;
+    grid.rows = rows;
+    grid.cols = count;
+    grid.tile_rows = 1;
+    grid.tile_cols = count;
+    ObserverCall call{GroupTensorId(k), {}, {rows, 1}};
+    call.units.resize(rows);
+    std::iota(call.units.begin(), call.units.end(), 0);
+    Observation obs;
+    QCAL_RETURN_IF_ERROR(Observe(group.view(), grid, {std::move(call)},
+                                 global_scale, observed,
+                                 groups.order.data() + begin, &obs));
+    std::vector<float> mins(rows), maxs(rows);
+    QCAL_RETURN_IF_ERROR(
+        UpdateMinMax(obs, absl::MakeSpan(mins), absl::MakeSpan(maxs)));
+    QCAL_ASSIGN_OR_RETURN(QParams part, UnitQParams(obs, mins, maxs, {rows}));
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(static_cast<uint8_t*>(out.scale.mutable_data()) +
+                      (r * num_groups + k) * scale_size,
+                  static_cast<const uint8_t*>(part.scale.data()) + r * scale_size,
+                  scale_size);
+      std::memcpy(static_cast<uint8_t*>(out.zero_point.mutable_data()) +
+                      (r * num_groups + k) * zp_size,
+                  static_cast<const uint8_t*>(part.zero_point.data()) +
+                      r * zp_size,
+                  zp_size);
+    }
+  }
+  return out;
 }
 
 absl::StatusOr<QParams> Observer::CalculateQParams(
@@ -474,10 +554,11 @@ absl::StatusOr<RunningMinMax*> Observer::RunningFor(const ObserverCall& call) {
 }
 
 absl::Status Observer::ApplyMovingAverage(const Observation& obs, double c,
+                                          bool one_disables,
                                           absl::Span<float> min_io,
                                           absl::Span<float> max_io) {
-  // "Early stopping": a constant of 1 keeps no running state at all.
-  if (c == 1.0) return absl::OkStatus();
+  // minmax's "early stopping": a constant of 1 keeps no running state.
+  if (one_disables && c == 1.0) return absl::OkStatus();
   const float cf = static_cast<float>(c);
   for (const ObserverCall& call : obs.calls) {
     QCAL_ASSIGN_OR_RETURN(RunningMinMax * run, RunningFor(call));

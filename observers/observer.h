@@ -50,6 +50,10 @@
 
 namespace qcal {
 
+namespace internal_observers {
+struct ColumnGroups;
+}  // namespace internal_observers
+
 // ObserveOptions are execution settings of an observer.
 struct ObserveOptions {
   // What to do with NaN / +-Inf in observed tensors: an error naming the
@@ -195,11 +199,14 @@ class Observer {
 
   // ApplyMovingAverage replaces each call's values with
   // running + c * (current - running) against the call's running statistic
-  // and stores the result; c == 1 disables the running state (values pass
-  // through, nothing is stored). The first observation of an id is stored
-  // as is. A running statistic whose shape differs is an error.
+  // and stores the result. The first observation of an id is stored as is.
+  // With `one_disables` (minmax), c == 1 disables the running state: values
+  // pass through and nothing is stored; mse has no such shortcut (the seed's
+  // MovingAverageMSEObserver always averages, and SPEC §9 lists no change),
+  // so with c == 1 it computes running + 1 * (current - running). A running
+  // statistic whose shape differs is an error.
   absl::Status ApplyMovingAverage(const Observation& obs, double c,
-                                  absl::Span<float> min_io,
+                                  bool one_disables, absl::Span<float> min_io,
                                   absl::Span<float> max_io);
 
   // ApplyRunningExtremes replaces each call's values with the running
@@ -222,6 +229,12 @@ class Observer {
                                       absl::Span<const float> max,
                                       const Shape& shape) const;
   absl::StatusOr<RunningMinMax*> RunningFor(const ObserverCall& call);
+  // GetQParams for a g_idx whose groups are not all group_size columns: each
+  // group observed as its own call.
+  absl::StatusOr<QParams> UnevenGroupQParams(const TensorView& observed,
+                                             const TensorView& permuted,
+                                             const internal_observers::ColumnGroups& groups,
+                                             std::optional<float> global_scale);
 
   std::string name_;
   QuantizationArgs args_;

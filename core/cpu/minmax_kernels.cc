@@ -4,13 +4,15 @@
 // Values are reduced as integers on their bit patterns (f16/bf16 as 16-bit
 // lanes, without widening). Integer min/max are exact and order-free, so the
 // vector lane layout, the overlapping re-read of a segment's last vector and
-// the split of work across threads never change a result, and the order is
-// total (-0 below +0). With NonFinitePolicy::kError three reductions per
-// vector suffice (signed min, signed max, unsigned max: see Partial), and
-// non-finite values reveal themselves in them for free (then a scan finds
-// the first flat index). With kSkip the bit patterns become keys (magnitude
-// bits of negative values flipped: monotonic in the float value) so that
-// non-finite ones can be replaced by each reduction's identity.
+// the split of work across threads never change a result. With
+// NonFinitePolicy::kError three reductions per vector suffice (signed min,
+// signed max, unsigned max: see Partial), and non-finite values reveal
+// themselves in them for free (then a scan finds the first flat index). With
+// kSkip the bit patterns become keys (magnitude bits of negative values
+// flipped: monotonic in the float value) so that non-finite ones can be
+// replaced by each reduction's identity. Both order -0 below +0; the
+// reference reports the first of equal extremes, so a zero result takes the
+// sign of the unit's first zero (FirstZeroBits).
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -372,12 +374,35 @@ HWY_INLINE float BitsToValue(uint32_t bits) {
   }
 }
 
-// Decodes a key back to the float it came from.
+// The bit pattern of the first zero (+0 or -0) of unit u in flat order.
+// The reductions order -0 below +0, but the reference reports, of equal
+// extremes, the first one met; so a zero minimum or maximum takes the sign of
+// the unit's first zero (a scan that stops there; rare for weights, cheap
+// for ReLU activations, whose zeros come early).
 template <FloatFormat F>
-HWY_INLINE float KeyToFloat(int32_t key) {
-  const uint32_t mask =
-      key < 0 ? static_cast<uint32_t>(KeyTraits<F>::kMagnitude) : 0u;
-  return BitsToValue<F>(static_cast<uint32_t>(key) ^ mask);
+uint32_t FirstZeroBits(const MinMaxJob& job, int64_t u) {
+  using T = typename KeyTraits<F>::T;
+  using U = std::make_unsigned_t<T>;
+  const hn::ScalableTag<T> d;
+  const int64_t kN = static_cast<int64_t>(hn::Lanes(d));
+  const TileGrid& g = job.grid;
+  const int64_t ti = u / g.grid_cols(), tj = u % g.grid_cols();
+  const int64_t c0 = g.col_begin(tj), n = g.col_end(tj) - c0;
+  const auto mag = hn::Set(d, static_cast<T>(KeyTraits<F>::kMagnitude));
+  for (int64_t r = g.row_begin(ti); r < g.row_end(ti); ++r) {
+    const T* p = static_cast<const T*>(job.data) + r * g.cols + c0;
+    int64_t i = 0;
+    for (; i + kN <= n; i += kN) {
+      const auto zero = hn::Eq(hn::And(hn::LoadU(d, p + i), mag), hn::Zero(d));
+      if (!hn::AllFalse(d, zero)) {
+        return static_cast<U>(p[i + hn::FindFirstTrue(d, zero)]);
+      }
+    }
+    for (; i < n; ++i) {
+      if ((p[i] & KeyTraits<F>::kMagnitude) == 0) return static_cast<U>(p[i]);
+    }
+  }
+  return 0;  // not reached: a zero extreme implies a zero element
 }
 
 // Writes a unit's result. With kSkip, a unit without finite values has a
@@ -386,14 +411,16 @@ HWY_INLINE float KeyToFloat(int32_t key) {
 template <FloatFormat F, bool kSkip>
 HWY_INLINE void FinishUnit(const MinMaxJob& job, int64_t u, const Partial& r,
                            std::atomic<bool>& saw_nonfinite) {
+  constexpr uint32_t kMag = static_cast<uint32_t>(KeyTraits<F>::kMagnitude);
+  uint32_t min_bits, max_bits;
   if constexpr (kSkip) {
     if (r.a > KeyTraits<F>::kMaxFinite) {
       job.out_min[u] = 0.0f;
       job.out_max[u] = 0.0f;
       return;
     }
-    job.out_min[u] = KeyToFloat<F>(r.a);
-    job.out_max[u] = KeyToFloat<F>(r.b);
+    min_bits = static_cast<uint32_t>(r.a) ^ (r.a < 0 ? kMag : 0u);
+    max_bits = static_cast<uint32_t>(r.b) ^ (r.b < 0 ? kMag : 0u);
   } else {
     using U = std::make_unsigned_t<typename KeyTraits<F>::T>;
     constexpr uint32_t kSign = static_cast<uint32_t>(
@@ -402,13 +429,18 @@ HWY_INLINE void FinishUnit(const MinMaxJob& job, int64_t u, const Partial& r,
     if (r.b >= KeyTraits<F>::kExponent || r.c >= (kSign | kExp)) {
       saw_nonfinite.store(true, std::memory_order_relaxed);
     }
-    const uint32_t min_bits =
-        r.c >= kSign ? r.c : static_cast<uint32_t>(r.a);
-    const uint32_t max_bits =
+    min_bits = r.c >= kSign ? r.c : static_cast<uint32_t>(r.a);
+    max_bits =
         r.b >= 0 ? static_cast<uint32_t>(r.b) : static_cast<uint32_t>(r.a);
-    job.out_min[u] = BitsToValue<F>(min_bits);
-    job.out_max[u] = BitsToValue<F>(max_bits);
   }
+  // Bits are sign-extended for 16-bit formats; compare magnitudes only.
+  if ((min_bits & kMag) == 0 || (max_bits & kMag) == 0) {
+    const uint32_t first_zero = FirstZeroBits<F>(job, u);
+    if ((min_bits & kMag) == 0) min_bits = first_zero;
+    if ((max_bits & kMag) == 0) max_bits = first_zero;
+  }
+  job.out_min[u] = BitsToValue<F>(min_bits);
+  job.out_max[u] = BitsToValue<F>(max_bits);
 }
 
 // The smallest flat index of a non-finite element, or -1.
@@ -433,6 +465,9 @@ int64_t FindFirstNonFinite(const MinMaxJob& job) {
   }
   return -1;
 }
+
+template <FloatFormat F, bool kSkip>
+void MinMaxImpl(const MinMaxJob& job);
 
 template <FloatFormat F, bool kSkip>
 void MinMaxImpl(const MinMaxJob& job) {
@@ -585,10 +620,22 @@ void MinMaxImpl(const MinMaxJob& job) {
       }
     }
   }
-  if (job.first_nonfinite != nullptr) {
-    *job.first_nonfinite =
-        (!kSkip && saw_nonfinite.load()) ? FindFirstNonFinite<F>(job) : -1;
+  if constexpr (!kSkip) {
+    if (saw_nonfinite.load()) {
+      // Like the reference, report the minima and maxima of the finite
+      // values (the observers turn this case into an error anyway): redo the
+      // reductions skipping non-finite values.
+      MinMaxJob skipping = job;
+      skipping.skip_nonfinite = true;
+      skipping.first_nonfinite = nullptr;
+      MinMaxImpl<F, true>(skipping);
+      if (job.first_nonfinite != nullptr) {
+        *job.first_nonfinite = FindFirstNonFinite<F>(job);
+      }
+      return;
+    }
   }
+  if (job.first_nonfinite != nullptr) *job.first_nonfinite = -1;
 }
 
 void MinMaxTarget(const MinMaxJob& job) {

@@ -99,10 +99,11 @@ HWY_INLINE hn::Vec<DF> AbsError(DF df, hn::Vec<DF> x, hn::Vec<DF> scale,
     q = simd::GridV<K>(df, hn::Min(hn::Max(q, q_min), q_max));
     fq = simd::RoundV<F>(df, hn::Mul(q, scale));
   } else if constexpr (kGlobal) {
-    // Promoted to float32 throughout (FakeQuantize's global-scale branch).
+    // Promoted to float32 throughout (QuantizeToGrid's global-scale branch;
+    // the grid value stays float32 until dequantized).
     auto q = hn::Add(hn::Div(x, eff), zp_rounded);
     q = hn::Min(hn::Max(q, q_min), q_max);
-    q = simd::RoundV<F>(df, simd::GridV<K>(df, q));
+    q = simd::GridV<K>(df, q);
     fq = simd::RoundV<F>(df, hn::Mul(hn::Sub(q, zp), eff));
   } else {
     auto q = simd::RoundV<F>(df, hn::Div(x, scale));

@@ -50,8 +50,10 @@ void RowMinMax(const void* data, int64_t cols, int64_t r, int64_t c0,
       *mx = v;
       *any = true;
     } else {
-      *mn = MinTotal(v, *mn);
-      *mx = MaxTotal(v, *mx);
+      // Strict comparisons: of equal values (+0 and -0) the first one met in
+      // flat order stays.
+      *mn = v < *mn ? v : *mn;
+      *mx = v > *mx ? v : *mx;
     }
   }
 }
@@ -64,8 +66,9 @@ absl::Status MinMaxImpl(const MinMaxRequest& req, const ExecOptions& exec,
   const int64_t gc = g.grid_cols();
   const int64_t gr = g.grid_rows();
   const int threads = ResolveThreads(exec.threads);
-  // Per data row partials, merged per tile row: min/max in a total order are
-  // exact, so the split never changes results. Partials cover [tile col].
+  // Per data row partials, merged per tile row in row order: min/max are
+  // exact and ties keep the earlier value, so the split never changes
+  // results. Partials cover [tile col].
   struct Partial {
     float mn, mx;
     bool any;
@@ -134,8 +137,8 @@ absl::Status MinMaxImpl(const MinMaxRequest& req, const ExecOptions& exec,
           if (!q.any) {
             q = p;
           } else {
-            q.mn = MinTotal(p.mn, q.mn);
-            q.mx = MaxTotal(p.mx, q.mx);
+            q.mn = p.mn < q.mn ? p.mn : q.mn;
+            q.mx = p.mx > q.mx ? p.mx : q.mx;
           }
         }
       }

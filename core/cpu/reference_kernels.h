@@ -9,8 +9,6 @@
 #ifndef QCAL_CORE_CPU_REFERENCE_KERNELS_H_
 #define QCAL_CORE_CPU_REFERENCE_KERNELS_H_
 
-#include <cmath>
-
 #include "absl/status/status.h"
 #include "core/backend.h"
 
@@ -24,17 +22,10 @@ absl::Status ValidateMinMaxRequest(const MinMaxRequest& request);
 // and name units of the grid.
 absl::Status ValidateMseRequest(const MseRequest& request);
 
-// MinTotal / MaxTotal are the minimum and maximum of two finite values in the
-// total order that puts -0 below +0, so that the result of a reduction does
-// not depend on the order in which equal zeros are met.
-inline float MinTotal(float a, float b) {
-  return (a < b || (a == b && std::signbit(a))) ? a : b;
-}
-inline float MaxTotal(float a, float b) {
-  return (a > b || (a == b && !std::signbit(a))) ? a : b;
-}
-
-// ReferenceMinMax is the scalar min/max kernel (BackendOps::min_max).
+// ReferenceMinMax is the scalar min/max kernel (BackendOps::min_max). Of
+// equal extremes the first in the unit's flat order is reported, which only
+// matters for +0 / -0: a zero minimum or maximum has the sign of the unit's
+// first zero.
 absl::Status ReferenceMinMax(const MinMaxRequest& request,
                              const ExecOptions& exec, const MinMaxOutput& out);
 

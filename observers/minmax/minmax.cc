@@ -18,7 +18,8 @@ class MinMaxObserver final : public Observer {
                             absl::Span<float> max_out) override {
     std::copy(obs.min.begin(), obs.min.end(), min_out.begin());
     std::copy(obs.max.begin(), obs.max.end(), max_out.begin());
-    return ApplyMovingAverage(obs, options_.averaging_constant, min_out,
+    return ApplyMovingAverage(obs, options_.averaging_constant,
+                              /*one_disables=*/true, min_out,
                               max_out);
   }
 

@@ -15,7 +15,8 @@ class MseObserver final : public Observer {
   absl::Status UpdateMinMax(const Observation& obs, absl::Span<float> min_out,
                             absl::Span<float> max_out) override {
     QCAL_RETURN_IF_ERROR(MseSearch(obs, options_.search, min_out, max_out));
-    return ApplyMovingAverage(obs, options_.averaging_constant, min_out,
+    return ApplyMovingAverage(obs, options_.averaging_constant,
+                              /*one_disables=*/false, min_out,
                               max_out);
   }
 

@@ -235,7 +235,8 @@ TEST(CpuKernelsTest, MinMaxMatchesReference) {
               int64_t bad;
               RunMinMax(true, data, g, format, policy, threads, &mn, &mx, &bad);
               ASSERT_EQ(bad, ref_bad);
-              if (bad >= 0) continue;  // minima/maxima are meaningless then
+              // With kError and a non-finite value the minima and maxima are
+              // those of the finite values, as in the reference.
               for (int64_t u = 0; u < g.num_units(); ++u) {
                 ASSERT_TRUE(SameFloat(mn[u], ref_min[u]))
                     << "unit " << u << " min " << mn[u] << " vs " << ref_min[u];
@@ -250,26 +251,59 @@ TEST(CpuKernelsTest, MinMaxMatchesReference) {
   }
 }
 
-TEST(CpuKernelsTest, MinMaxSignedZerosFollowTheTotalOrder) {
-  // -0 counts as below +0 whatever the position, in both kernels.
+TEST(CpuKernelsTest, MinMaxZeroExtremesTakeTheFirstZerosSign) {
+  // Units whose minimum or maximum is a zero report the sign of their first
+  // zero in flat order, in both kernels: rows of positive values or negative
+  // values with +0 and -0 in either order, at positions inside and after the
+  // first vector, for whole-tensor, channel, group and block units.
   for (FloatFormat format : kFormats) {
-    Tensor t = MakeData(format, 1, 40, Fill::kRandom, 1);
-    for (int64_t i = 0; i < 40; ++i) {
-      const float v = i % 2 == 0 ? 0.0f : -0.0f;
-      if (format == FloatFormat::kF32) {
-        t.mutable_data_as<float>()[i] = v;
-      } else {
-        t.mutable_data_as<uint16_t>()[i] = static_cast<uint16_t>(i % 2 ? 0x8000 : 0);
+    for (int64_t pos : {0, 3, 40, 70}) {
+      for (bool negative_first : {false, true}) {
+        for (float fill : {1.5f, -2.0f}) {
+          const int64_t rows = 3, cols = 80;
+          std::vector<float> v(rows * cols, fill);
+          const float first = negative_first ? -0.0f : 0.0f;
+          v[1 * cols + pos] = first;
+          v[1 * cols + 79] = -first;
+          v[2 * cols + 0] = -first;
+          Tensor t = Tensor::Zeros(DTypeOf(format), {rows, cols}).value();
+          for (int64_t i = 0; i < rows * cols; ++i) {
+            if (format == FloatFormat::kF32) {
+              t.mutable_data_as<float>()[i] = v[i];
+            } else if (format == FloatFormat::kF16) {
+              t.mutable_data_as<uint16_t>()[i] = FloatToF16Bits(v[i]);
+            } else {
+              t.mutable_data_as<uint16_t>()[i] = FloatToBf16Bits(v[i]);
+            }
+          }
+          for (const TileGrid& g :
+               {Grid(rows, cols, rows, cols), Grid(rows, cols, 1, cols),
+                Grid(rows, cols, 1, 40), Grid(rows, cols, 2, 16)}) {
+            std::vector<float> ref_min, ref_max, mn, mx;
+            int64_t ref_bad, bad;
+            RunMinMax(false, t, g, format, NonFinitePolicy::kError, 1, &ref_min,
+                      &ref_max, &ref_bad);
+            for (int64_t target : SimdTargets()) {
+              ScopedSimdTarget scoped(target);
+              RunMinMax(true, t, g, format, NonFinitePolicy::kSkip, 2, &mn, &mx,
+                        &bad);
+              for (int64_t u = 0; u < g.num_units(); ++u) {
+                ASSERT_EQ(FloatToBits(mn[u]), FloatToBits(ref_min[u]))
+                    << SimdTargetName(target) << " unit " << u;
+                ASSERT_EQ(FloatToBits(mx[u]), FloatToBits(ref_max[u]))
+                    << SimdTargetName(target) << " unit " << u;
+              }
+            }
+          }
+          // The whole tensor's zero extreme is the first zero, row 1.
+          std::vector<float> mn, mx;
+          int64_t bad;
+          RunMinMax(true, t, Grid(rows, cols, rows, cols), format,
+                    NonFinitePolicy::kError, 1, &mn, &mx, &bad);
+          const float zero_extreme = fill > 0 ? mn[0] : mx[0];
+          EXPECT_EQ(FloatToBits(zero_extreme), FloatToBits(first));
+        }
       }
-    }
-    for (bool simd : {false, true}) {
-      std::vector<float> mn, mx;
-      int64_t bad;
-      RunMinMax(simd, t, Grid(1, 40, 1, 40), format, NonFinitePolicy::kError,
-                1, &mn, &mx, &bad);
-      EXPECT_EQ(bad, -1);
-      EXPECT_EQ(FloatToBits(mn[0]), 0x80000000u);
-      EXPECT_EQ(FloatToBits(mx[0]), 0u);
     }
   }
 }

@@ -303,5 +303,20 @@ TEST(E4m3fnTest, SaturatesAndKeepsNan) {
   EXPECT_EQ(RoundToE4m3fn(0.3f), 0.3125f);
 }
 
+TEST(E4m3fnTest, TorchCastTurnsOverflowIntoNan) {
+  // Below the 448/480 midpoint (464) values round as usual; 464 ties to 448.
+  for (uint32_t code = 0; code < 0x7F; ++code) {
+    const float v = E4m3fnBitsToFloat(static_cast<uint8_t>(code));
+    EXPECT_EQ(FloatToE4m3fnBitsLikeTorch(v), code);
+    EXPECT_EQ(FloatToE4m3fnBitsLikeTorch(-v), code | 0x80u);
+  }
+  EXPECT_EQ(FloatToE4m3fnBitsLikeTorch(464.0f), 0x7E);
+  EXPECT_EQ(FloatToE4m3fnBitsLikeTorch(std::nextafter(464.0f, 1e9f)), 0x7F);
+  EXPECT_EQ(FloatToE4m3fnBitsLikeTorch(-500.0f), 0xFF);
+  EXPECT_EQ(FloatToE4m3fnBitsLikeTorch(INFINITY), 0x7F);
+  EXPECT_EQ(FloatToE4m3fnBitsLikeTorch(std::nanf("")), 0x7F);
+  EXPECT_EQ(FloatToE4m3fnBitsLikeTorch(0.3f), FloatToE4m3fnBits(0.3f));
+}
+
 }  // namespace
 }  // namespace qcal

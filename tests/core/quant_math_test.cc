@@ -431,6 +431,13 @@ TEST(FakeQuantizeTest, HandComputed) {
   // In bf16 only the final result is rounded (float32 intermediates).
   EXPECT_EQ(FakeQuantize<FloatFormat::kBF16>(1.0f, pg, fp4),
             RoundToBf16(6.0f * (36.0f / 224.0f)));
+  // With a global scale the grid value stays float32: an int12 grid value of
+  // 1001 (not a bf16 value: bf16 steps by 8 there) is dequantized as is.
+  const QuantSpec int12 = QuantSpecFor(false, 12, true);
+  FakeQuantParams pw = MakeFakeQuantParams({1.0f, 0.0f}, true, 2.0f);
+  EXPECT_EQ(QuantizeToGrid<FloatFormat::kBF16>(500.5f, pw, int12), 1001.0f);
+  EXPECT_EQ(FakeQuantize<FloatFormat::kBF16>(500.5f, pw, int12),
+            RoundToBf16(1001.0f * 0.5f));
   // 0.3 / s' = 1.8667 -> 2 -> 2 * s' = 0.32142857.
   EXPECT_EQ(FakeQuantize<FloatFormat::kF32>(0.3f, pg, fp4),
             2.0f * (36.0f / 224.0f));

@@ -725,6 +725,35 @@ TEST_P(BadFileTest, IsRejectedWithAClearError) {
   }
 }
 
+// The in-memory entry point applies exactly the same rules.
+TEST_P(BadFileTest, FromBytesRejectsItTheSameWay) {
+  const BadCase& c = GetParam();
+  auto file = SafetensorsFile::FromBytes(
+      "mem.safetensors", std::vector<uint8_t>(c.bytes.begin(), c.bytes.end()));
+  ASSERT_FALSE(file.ok());
+  EXPECT_EQ(file.status().code(), c.code) << file.status();
+  EXPECT_THAT(file.status().message(), HasSubstr("mem.safetensors"));
+  for (const auto& s : c.substrings) {
+    EXPECT_THAT(file.status().message(), HasSubstr(s));
+  }
+}
+
+TEST(SafetensorsTest, FromBytesReadsAValidImage) {
+  const std::string header = absl::StrCat(
+      "{", Entry("a", "F32", "[2]", 0, 8), ",", Entry("b", "I8", "[1]", 8, 9),
+      "}");
+  const std::string raw = RawFile(header, Floats({1.5f, -2.0f}) + "\x07");
+  auto file = SafetensorsFile::FromBytes(
+      "mem", std::vector<uint8_t>(raw.begin(), raw.end()));
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_EQ((*file)->entries().size(), 2u);
+  EXPECT_EQ(Bytes((*file)->Get("b").value()), "\x07");
+  EXPECT_EQ(Bytes((*file)->Get("a").value()), Floats({1.5f, -2.0f}));
+  // Owned memory is not a mapping: releasing pages must keep the bytes.
+  EXPECT_TRUE((*file)->ReleasePages("a").ok());
+  EXPECT_EQ(Bytes((*file)->Get("a").value()), Floats({1.5f, -2.0f}));
+}
+
 INSTANTIATE_TEST_SUITE_P(Safetensors, BadFileTest,
                          testing::ValuesIn(BadCases()),
                          [](const testing::TestParamInfo<BadCase>& info) {

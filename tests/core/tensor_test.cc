@@ -1,5 +1,7 @@
 #include "core/tensor.h"
 
+#include "core/memory_budget.h"
+
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -131,6 +133,28 @@ TEST(TensorTest, ZerosIsZeroedAndAligned) {
   ASSERT_TRUE(empty.ok());
   EXPECT_EQ(empty->view().numel(), 0);
   EXPECT_FALSE(Tensor::Zeros(DType::kF32, {-3}).ok());
+}
+
+TEST(TensorTest, MemoryBudgetIsEnforcedAndReleased) {
+  const int64_t before = TensorBytesInUse();
+  SetTensorMemoryBudget(before + 4096);
+  {
+    auto a = Tensor::Zeros(DType::kF32, {512});  // 2048 bytes
+    ASSERT_TRUE(a.ok());
+    EXPECT_EQ(TensorBytesInUse(), before + 2048);
+    auto b = Tensor::Zeros(DType::kF32, {1024});  // 4096 more: over budget
+    ASSERT_FALSE(b.ok());
+    EXPECT_EQ(b.status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_NE(b.status().message().find("F32[1024]"), absl::string_view::npos);
+    EXPECT_NE(b.status().message().find("--memory_budget_mb"),
+              absl::string_view::npos);
+    Tensor moved = std::move(*a);  // moving keeps one reservation
+    EXPECT_EQ(TensorBytesInUse(), before + 2048);
+  }
+  EXPECT_EQ(TensorBytesInUse(), before);  // released on destruction
+  SetTensorMemoryBudget(0);
+  EXPECT_TRUE(Tensor::Zeros(DType::kF32, {1 << 20}).ok());
+  EXPECT_EQ(TensorBytesInUse(), before);
 }
 
 TEST(TensorTest, CopyOfRejectsDeviceViews) {

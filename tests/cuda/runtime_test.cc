@@ -106,6 +106,16 @@ TEST(DeviceBufferTest, DefaultIsEmpty) {
   EXPECT_EQ(moved.data(), nullptr);
 }
 
+TEST(PinnedHostBufferTest, RejectsNegativeSizeAndZeroIsEmpty) {
+  const absl::StatusOr<PinnedHostBuffer> bad = PinnedHostBuffer::Allocate(-3);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("-3"));
+  absl::StatusOr<PinnedHostBuffer> empty = PinnedHostBuffer::Allocate(0);
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_EQ(empty->data(), nullptr);
+  EXPECT_EQ(empty->size_bytes(), 0);
+}
+
 // --------------------------------------------------- these need a device
 
 TEST(CudaDeviceNameTest, NamesEveryDevice) {
@@ -186,6 +196,29 @@ TEST(CudaStreamTest, CreateMoveAndSynchronize) {
   CudaStream moved = std::move(*stream);
   EXPECT_EQ(stream->get(), nullptr);
   EXPECT_TRUE(moved.Synchronize().ok());
+}
+
+TEST(PinnedHostBufferTest, HoldsDataAcrossACopyAndMoves) {
+  QCAL_SKIP_WITHOUT_CUDA_DEVICE();
+  absl::StatusOr<CudaStream> stream = CudaStream::Create();
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  absl::StatusOr<PinnedHostBuffer> pinned = PinnedHostBuffer::Allocate(999);
+  ASSERT_TRUE(pinned.ok()) << pinned.status();
+  ASSERT_NE(pinned->data(), nullptr);
+  EXPECT_EQ(pinned->size_bytes(), 999);
+  uint8_t* bytes = static_cast<uint8_t*>(pinned->data());
+  for (int i = 0; i < 999; ++i) bytes[i] = static_cast<uint8_t>(i * 7);
+  absl::StatusOr<DeviceBuffer> dev = DeviceBuffer::Allocate(999);
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  ASSERT_TRUE(dev->CopyFromHost(pinned->data(), 999, stream->get()).ok());
+  PinnedHostBuffer moved = std::move(*pinned);
+  EXPECT_EQ(pinned->data(), nullptr);
+  std::vector<uint8_t> back(999);
+  ASSERT_TRUE(dev->CopyToHost(back.data(), 999, stream->get()).ok());
+  for (int i = 0; i < 999; ++i) {
+    ASSERT_EQ(back[i], static_cast<uint8_t>(i * 7)) << i;
+  }
+  EXPECT_EQ(static_cast<uint8_t*>(moved.data())[5], 35);
 }
 
 }  // namespace

@@ -205,10 +205,67 @@ TEST_P(ConformanceTest, GIdxEqualsObservingThePermutedTensor) {
     Tensor bad_g = MakeTensor(DType::kI32, {cols}, bad);
     const TensorView bv = bad_g.view();
     EXPECT_FALSE(o3->GetQParams(x.view(), &bv).ok());
-    std::vector<float> uneven(cols, 0.0f);
-    Tensor uneven_g = MakeTensor(DType::kI32, {cols}, uneven);
-    const TensorView uv = uneven_g.view();
-    EXPECT_FALSE(o3->GetQParams(x.view(), &uv).ok());
+    std::vector<float> one_group(cols, 0.0f);  // 1 distinct index, 6 groups
+    Tensor one_g = MakeTensor(DType::kI32, {cols}, one_group);
+    const TensorView ov = one_g.view();
+    EXPECT_FALSE(o3->GetQParams(x.view(), &ov).ok());
+  }
+}
+
+// Uneven group sizes (the counts of each g_idx value, as torch.unique gives)
+// are the seed's calculate_qparams on each group's columns under its tensor
+// id.
+TEST_P(ConformanceTest, GIdxWithUnevenGroupSizes) {
+  const QuantizationArgs args = Args(R"({"num_bits": 4, "group_size": 4,
+                                         "symmetric": false})");
+  const int64_t rows = 4, cols = 22;  // 6 qparam columns
+  const int64_t counts[] = {2, 6, 4, 4, 3, 3};
+  std::vector<float> g_idx(cols);
+  std::vector<int64_t> order(cols);
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), std::mt19937(3));
+  // Group values 10, 20, ... : only their order matters.
+  int64_t pos = 0;
+  for (int k = 0; k < 6; ++k) {
+    for (int64_t i = 0; i < counts[k]; ++i) g_idx[order[pos++]] = 10 * (k + 1);
+  }
+  Tensor g = MakeTensor(DType::kI64, {cols}, g_idx);
+  Tensor x = RandomTensor(dtype(), {rows, cols}, 17, 1.0f, true);
+  const std::vector<float> xs = ToFloats(x.view());
+  std::vector<int64_t> sorted(cols);
+  std::iota(sorted.begin(), sorted.end(), 0);
+  std::stable_sort(sorted.begin(), sorted.end(),
+                   [&](int64_t a, int64_t b) { return g_idx[a] < g_idx[b]; });
+  for (int round = 0; round < 2; ++round) {
+    auto obs = Make(args);
+    auto seed = Make(args);
+    for (int r = 0; r <= round; ++r) {
+      const TensorView gv = g.view();
+      auto got = obs->GetQParams(x.view(), &gv);
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_EQ((*got)->scale.dim(1), 6);
+      int64_t begin = 0;
+      for (int k = 0; k < 6; ++k) {
+        std::vector<float> part;
+        for (int64_t row = 0; row < rows; ++row) {
+          for (int64_t c = begin; c < begin + counts[k]; ++c) {
+            part.push_back(xs[row * cols + sorted[c]]);
+          }
+        }
+        Tensor slice = MakeTensor(dtype(), {rows, counts[k]}, part);
+        auto want = seed->CalculateQParams(slice.view(), {1}, GroupTensorId(k));
+        ASSERT_TRUE(want.ok()) << want.status();
+        const std::vector<float> got_scale = ToFloats((*got)->scale.view());
+        const std::vector<float> got_zp = ToFloats((*got)->zero_point.view());
+        const std::vector<float> want_scale = ToFloats(want->scale.view());
+        const std::vector<float> want_zp = ToFloats(want->zero_point.view());
+        for (int64_t row = 0; row < rows; ++row) {
+          EXPECT_EQ(got_scale[row * 6 + k], want_scale[row]) << k;
+          EXPECT_EQ(got_zp[row * 6 + k], want_zp[row]) << k;
+        }
+        begin += counts[k];
+      }
+    }
   }
 }
 

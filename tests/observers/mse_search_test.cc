@@ -264,5 +264,33 @@ TEST(MseSearchTest, MovingAverageForEveryTensorId) {
   }
 }
 
+// Unlike minmax, mse keeps averaging with averaging_constant = 1: the seed's
+// MovingAverageMSEObserver computes running + 1 * (current - running).
+TEST(MseSearchTest, AveragingConstantOneStillAverages) {
+  QuantizationArgs args = *ParseQuantizationArgs(
+      R"({"num_bits": 8, "observer_kwargs": {"averaging_constant": 1.0}})");
+  Tensor a = RandomTensor(DType::kBF16, {4, 32}, 1);
+  Tensor b = RandomTensor(DType::kBF16, {4, 32}, 2, 3.0f);
+  auto mse = CreateObserver("mse", args);
+  ASSERT_TRUE(mse.ok());
+  ASSERT_TRUE((*mse)->GetQParams(a.view()).ok());
+  const RunningMinMax* run = (*mse)->running("");
+  ASSERT_NE(run, nullptr);
+  const float first_min = run->min[0], first_max = run->max[0];
+  ASSERT_TRUE((*mse)->GetQParams(b.view()).ok());
+  std::vector<Unit> ub(1);
+  const std::vector<float> xb = ToFloats(b.view());
+  for (int r = 0; r < 4; ++r) {
+    ub[0].rows.emplace_back(xb.begin() + r * 32, xb.begin() + r * 32 + 32);
+  }
+  std::vector<float> bmin, bmax;
+  ReferenceCall<FloatFormat::kBF16>(ub, QuantSpecFor(false, 8, true), Kwargs{},
+                                    false, 0, &bmin, &bmax);
+  EXPECT_EQ(run->min[0],
+            MovingAverage<FloatFormat::kBF16>(first_min, bmin[0], 1.0f));
+  EXPECT_EQ(run->max[0],
+            MovingAverage<FloatFormat::kBF16>(first_max, bmax[0], 1.0f));
+}
+
 }  // namespace
 }  // namespace qcal

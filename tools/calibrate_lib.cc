@@ -1,0 +1,443 @@
+#include "tools/calibrate_lib.h"
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/element_access.h"
+#include "core/layout.h"
+#include "core/parallel.h"
+#include "core/quant_math.h"
+#include "core/safetensors.h"
+#include "core/status_macros.h"
+#include "observers/observer.h"
+#include "tools/device_upload.h"
+
+namespace qcal {
+
+// --------------------------------------------------------------- statistics
+
+namespace {
+
+// kStatsChunkElements is the size of the row chunks the statistics work in:
+// each chunk is fake-quantized on its own, so the extra memory is one chunk
+// per thread, not a copy of the tensor.
+constexpr int64_t kStatsChunkElements = 1 << 20;
+
+// The rows [begin, end) of the qparams tensor `t` (shape [grid_rows, ...]).
+absl::StatusOr<TensorView> QParamRows(const Tensor& t, int64_t begin,
+                                      int64_t end) {
+  return t.view().Narrow(0, begin, end - begin);
+}
+
+}  // namespace
+
+absl::StatusOr<TensorStats> ComputeTensorStats(
+    const TensorView& x, const QParams& qparams,
+    std::optional<float> global_scale, const QuantizationArgs& args,
+    int threads) {
+  QCAL_ASSIGN_OR_RETURN(FloatFormat format, FloatFormatOf(x.dtype()));
+  if (qparams.scale.dtype() != x.dtype()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scale dtype ", DTypeName(qparams.scale.dtype()),
+        " differs from the tensor's ", DTypeName(x.dtype())));
+  }
+  QCAL_ASSIGN_OR_RETURN(TensorView x2d, View2DForStrategy(x, args));
+  QCAL_ASSIGN_OR_RETURN(TileGrid grid, TileGridForStrategy(x2d, args));
+  QCAL_ASSIGN_OR_RETURN(ZeroPointKind zp_kind,
+                        ZeroPointKindOf(qparams.zero_point.dtype()));
+  const QuantSpec spec = MakeQuantSpec(args);
+  const int64_t units = grid.num_units();
+  if (qparams.scale.numel() != units || qparams.zero_point.numel() != units) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "qparams ", qparams.scale.view().DebugString(), " do not fit ",
+        x.DebugString(), " (", units, " units)"));
+  }
+
+  TensorStats stats;
+  stats.scale_min = std::numeric_limits<float>::infinity();
+  stats.scale_max = -std::numeric_limits<float>::infinity();
+  DispatchFormat(format, [&](auto f) {
+    constexpr FloatFormat F = decltype(f)::value;
+    for (int64_t u = 0; u < units; ++u) {
+      const float scale = LoadAs<F>(qparams.scale.data(), u);
+      stats.scale_min = std::min(stats.scale_min, scale);
+      stats.scale_max = std::max(stats.scale_max, scale);
+    }
+  });
+  const bool has_g = global_scale.has_value();
+  const float g = global_scale.value_or(1.0f);
+
+  // Chunks of whole tile rows (any rows for the single-unit tensor
+  // strategy; the whole tensor when x is not 2-D, whose qparams need not be
+  // row-major in x2d's rows).
+  const int64_t rows = grid.rows, cols = grid.cols;
+  const bool single_unit = units == 1;
+  const bool chunked = x.rank() == 2 || single_unit;
+  const int64_t align = single_unit ? 1 : grid.tile_rows;
+  int64_t chunk_rows = rows;
+  if (chunked && cols > 0) {
+    chunk_rows = std::max<int64_t>(
+        align, (kStatsChunkElements / cols) / align * align);
+  }
+  const int64_t chunks = rows > 0 ? (rows + chunk_rows - 1) / chunk_rows : 0;
+
+  // Per-row partial results, combined in row order, so that the numbers do
+  // not depend on the thread count or the chunking.
+  std::vector<double> signal(rows, 0.0), noise(rows, 0.0);
+  std::vector<int64_t> clipped(rows, 0), finite(rows, 0);
+  std::vector<absl::Status> chunk_status(chunks);
+  ParallelFor(chunks, ResolveThreads(threads), 1, [&](int64_t begin,
+                                                      int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t r0 = k * chunk_rows;
+      const int64_t r1 = std::min(rows, r0 + chunk_rows);
+      absl::StatusOr<Tensor> fq;
+      if (!chunked || chunks == 1) {
+        fq = FakeQuantizeTensor(x, qparams.scale.view(),
+                                qparams.zero_point.view(), args, global_scale);
+      } else {
+        absl::StatusOr<TensorView> xs = x2d.Narrow(0, r0, r1 - r0);
+        absl::StatusOr<TensorView> ss, zs;
+        if (single_unit) {
+          ss = qparams.scale.view();
+          zs = qparams.zero_point.view();
+        } else {
+          // Units of rows [r0, r1) are the qparam rows [r0, r1) / tile_rows.
+          const int64_t g0 = r0 / grid.tile_rows;
+          const int64_t g1 = (r1 + grid.tile_rows - 1) / grid.tile_rows;
+          ss = QParamRows(qparams.scale, g0, g1);
+          zs = QParamRows(qparams.zero_point, g0, g1);
+        }
+        if (!xs.ok() || !ss.ok() || !zs.ok()) {
+          chunk_status[k] = !xs.ok() ? xs.status()
+                            : !ss.ok() ? ss.status()
+                                       : zs.status();
+          continue;
+        }
+        fq = FakeQuantizeTensor(*xs, *ss, *zs, args, global_scale);
+      }
+      if (!fq.ok()) {
+        chunk_status[k] = fq.status();
+        continue;
+      }
+      const void* xd = x2d.data();
+      const void* fd = fq->data();
+      DispatchFormat(format, [&](auto f) {
+        constexpr FloatFormat F = decltype(f)::value;
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t ti = r / grid.tile_rows;
+          double s = 0.0, n = 0.0;
+          int64_t c_clipped = 0, c_finite = 0;
+          for (int64_t tj = 0; tj < grid.grid_cols(); ++tj) {
+            const int64_t u = ti * grid.grid_cols() + tj;
+            ScalarQParams qp;
+            qp.scale = LoadAs<F>(qparams.scale.data(), u);
+            qp.zero_point =
+                LoadZeroPoint(qparams.zero_point.data(), u, zp_kind);
+            const FakeQuantParams p = MakeFakeQuantParams(qp, has_g, g);
+            // Dequantization is monotonic in q, so an element whose q is an
+            // edge has the edge's dequantized value; only elements with that
+            // value need their q computed.
+            const float edge_lo = DequantizeFromGrid<F>(spec.q_min, p);
+            const float edge_hi = DequantizeFromGrid<F>(spec.q_max, p);
+            for (int64_t c = grid.col_begin(tj); c < grid.col_end(tj); ++c) {
+              const int64_t i = r * cols + c;
+              const float v = LoadAs<F>(xd, i);
+              if (!IsFiniteF(v)) continue;
+              ++c_finite;
+              const float fq = LoadAs<F>(fd, i - r0 * cols);
+              const double e = static_cast<double>(v) - fq;
+              s += static_cast<double>(v) * v;
+              n += e * e;
+              if (fq == edge_lo || fq == edge_hi) {
+                const float q = QuantizeToGrid<F>(v, p, spec);
+                if (q == spec.q_min || q == spec.q_max) ++c_clipped;
+              }
+            }
+          }
+          signal[r] = s;
+          noise[r] = n;
+          clipped[r] = c_clipped;
+          finite[r] = c_finite;
+        }
+      });
+    }
+  });
+  for (const absl::Status& s : chunk_status) QCAL_RETURN_IF_ERROR(s);
+  double total_signal = 0.0, total_noise = 0.0;
+  for (int64_t r = 0; r < rows; ++r) {
+    total_signal += signal[r];
+    total_noise += noise[r];
+    stats.clipped += clipped[r];
+    stats.finite += finite[r];
+  }
+  if (total_noise == 0.0) {
+    stats.sqnr_db = std::numeric_limits<double>::infinity();
+  } else if (total_signal == 0.0) {
+    stats.sqnr_db = -std::numeric_limits<double>::infinity();
+  } else {
+    stats.sqnr_db = 10.0 * std::log10(total_signal / total_noise);
+  }
+  return stats;
+}
+
+namespace {
+
+// Returns freed heap memory to the operating system where the C library
+// can (glibc's malloc_trim).
+void ReleaseFreedHeapMemory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
+
+// One target tensor, with its summary once calibrated.
+struct Target {
+  const SafetensorsEntry* entry;
+  TensorStats stats;
+};
+
+// Column widths of the summary table.
+struct Columns {
+  size_t name = 6;
+  size_t shape = 5;
+};
+
+// The clipped fraction as a percentage; "<0.001%" for a non-zero fraction
+// that would print as zero.
+std::string FormatClipped(double fraction) {
+  if (fraction > 0.0 && fraction < 1e-5) return "<0.001%";
+  return absl::StrFormat("%.3f%%", 100.0 * fraction);
+}
+
+std::string FormatSqnr(double db) {
+  if (std::isinf(db)) return db > 0 ? "inf" : "-inf";
+  return absl::StrFormat("%.2f", db);
+}
+
+void PrintRow(std::ostream& out, const Columns& cols, const std::string& name,
+              const std::string& shape, const std::string& dtype,
+              const std::string& scales, const std::string& sqnr,
+              const std::string& clipped) {
+  out << absl::StrFormat("%-*s  %-*s  %-5s  %-23s  %8s  %8s\n", cols.name,
+                         name, cols.shape, shape, dtype, scales, sqnr,
+                         clipped);
+}
+
+// Calibrates one tensor: observes it with a fresh observer, adds its qparams
+// to `writer` and fills in its statistics.
+absl::Status CalibrateTensor(const SafetensorsFile& file,
+                             const SafetensorsEntry& entry,
+                             const QuantizationArgs& args, Device device,
+                             const CalibrateOptions& options,
+                             SafetensorsWriter& writer, TensorStats* stats) {
+  TensorView host = file.View(entry);
+  Tensor aligned;
+  if (!IsAlignedFor(host)) {
+    QCAL_ASSIGN_OR_RETURN(aligned, Tensor::CopyOf(host));
+    host = aligned.view();
+  }
+  TensorView observed = host;
+  DeviceCopy device_copy;
+  if (device != Device::kCpu) {
+    DeviceUploadFn upload = FindDeviceUpload(device);
+    if (upload == nullptr) {
+      return absl::InternalError("no device upload for the chosen backend");
+    }
+    QCAL_ASSIGN_OR_RETURN(device_copy, upload(host));
+    observed = device_copy.view;
+  }
+  QCAL_ASSIGN_OR_RETURN(std::unique_ptr<Observer> observer,
+                        CreateObserver("", args));
+  ObserveOptions observe;
+  observe.nonfinite = options.allow_nonfinite ? NonFinitePolicy::kSkip
+                                              : NonFinitePolicy::kError;
+  observe.exec.threads = options.threads;
+  observe.tensor_name = entry.name;
+  observer->set_options(observe);
+
+  std::optional<float> global_scale;
+  if (args.strategy_or_tensor() == Strategy::kTensorGroup) {
+    // SPEC §11: the global scale first, then a reset, then the qparams with
+    // it (as llmcompressor calibrates NVFP4 weights).
+    QCAL_ASSIGN_OR_RETURN(global_scale, observer->GetGParam(observed));
+    observer->Reset();
+  }
+  QCAL_ASSIGN_OR_RETURN(const QParams* qparams,
+                        observer->GetQParams(observed, nullptr, global_scale));
+  if (qparams == nullptr) {
+    return absl::InternalError("the observer returned no qparams");
+  }
+  QCAL_ASSIGN_OR_RETURN(
+      auto stored, StoredQParams(entry.name, *qparams, global_scale, args));
+  for (auto& [name, tensor] : stored) {
+    QCAL_RETURN_IF_ERROR(writer.Add(name, std::move(tensor)));
+  }
+  QCAL_ASSIGN_OR_RETURN(*stats, ComputeTensorStats(host, *qparams,
+                                                   global_scale, args,
+                                                   options.threads));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+ToolResult RunCalibrate(const CalibrateOptions& options, std::ostream& out,
+                        std::ostream& err) {
+  const auto start = std::chrono::steady_clock::now();
+  // ---- Usage checks: everything the flags alone decide.
+  const bool use_sample = options.input.empty();
+  absl::StatusOr<ResolvedArgs> resolved = ResolveArgs(
+      options.args, use_sample ? kCalibrateDefaultScheme : "");
+  if (!resolved.ok()) return ToolResult::Usage(resolved.status());
+  const QuantizationArgs& args = resolved->args;
+  absl::StatusOr<NameFilter> filter =
+      NameFilter::Create(options.targets, options.ignore);
+  if (!filter.ok()) return ToolResult::Usage(filter.status());
+  absl::StatusOr<Device> device = ResolveBackend(options.backend);
+  if (!device.ok()) return ToolResult::Usage(device.status());
+  if (absl::Status s = CheckThreads(options.threads); !s.ok()) {
+    return ToolResult::Usage(s);
+  }
+  if (absl::Status s = ApplyMemoryBudget(options.memory_budget_mb); !s.ok()) {
+    return ToolResult::Usage(s);
+  }
+  if (options.output.empty()) {
+    return ToolResult::Usage(
+        absl::InvalidArgumentError("--output: the output path is empty"));
+  }
+  const std::string output = ResolveUserPath(options.output, options.base_dir);
+
+  // ---- The input.
+  std::string input;
+  if (use_sample) {
+    if (options.sample_path.empty()) {
+      return ToolResult::Runtime(absl::NotFoundError(absl::StrCat(
+          "no --input given and the bundled sample checkpoint is missing: ",
+          options.sample_error.message())));
+    }
+    input = options.sample_path;
+  } else {
+    input = ResolveUserPath(options.input, options.base_dir);
+  }
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> opened =
+      SafetensorsFile::Open(input);
+  if (!opened.ok()) return ToolResult::Runtime(opened.status());
+  const SafetensorsFile& file = **opened;
+
+  // ---- Targets: 2-D float tensors whose names the filter selects.
+  std::vector<Target> targets;
+  std::vector<std::string> skipped;
+  int64_t total_bytes = 0;
+  for (const SafetensorsEntry& entry : file.entries()) {
+    if (!filter->Selects(entry.name)) continue;
+    if (!IsObservableDType(entry.dtype) || entry.shape.size() != 2) {
+      skipped.push_back(absl::StrCat(entry.name, " (", DTypeName(entry.dtype),
+                                     " ", ShapeToString(entry.shape), ")"));
+      continue;
+    }
+    if (entry.shape[0] == 0 || entry.shape[1] == 0) {
+      skipped.push_back(
+          absl::StrCat(entry.name, " (empty ", ShapeToString(entry.shape),
+                       ": nothing to observe)"));
+      continue;
+    }
+    targets.push_back({&entry, {}});
+    total_bytes += entry.end - entry.begin;
+  }
+  if (targets.empty()) {
+    return ToolResult::Usage(absl::InvalidArgumentError(absl::StrCat(
+        "--targets='", options.targets, "'",
+        options.ignore.empty() ? ""
+                               : absl::StrCat(" --ignore='", options.ignore,
+                                              "'"),
+        " select no non-empty 2-D F32/F16/BF16 tensor of ", input)));
+  }
+
+  if (use_sample) {
+    out << "input     the bundled sample checkpoint (//tools:sample_model)\n";
+  } else {
+    out << "input     " << input << "\n";
+  }
+  out << "args      " << resolved->source << ": " << args.ToJson() << "\n";
+  out << "observer  " << *args.observer << "  (backend "
+      << DeviceName(*device) << ", threads "
+      << (options.threads == 0 ? std::string("all")
+                               : absl::StrCat(options.threads))
+      << ")\n\n";
+  Columns cols;
+  for (const Target& t : targets) {
+    cols.name = std::max(cols.name, t.entry->name.size());
+    cols.shape = std::max(cols.shape, ShapeToString(t.entry->shape).size());
+  }
+  PrintRow(out, cols, "tensor", "shape", "dtype", "scale min..max", "SQNR dB",
+           "clipped");
+  out.flush();
+
+  // ---- One tensor at a time.
+  SafetensorsWriter writer(output);
+  for (const auto& [key, value] : QParamsMetadata(args, "calibrate")) {
+    writer.SetMetadata(key, value);
+  }
+  ProgressBar progress(err, options.progress, total_bytes);
+  int64_t done_bytes = 0;
+  for (Target& target : targets) {
+    const SafetensorsEntry& entry = *target.entry;
+    progress.Update(done_bytes, entry.name);
+    absl::Status status = CalibrateTensor(file, entry, args, *device, options,
+                                          writer, &target.stats);
+    // The tensor's pages are not needed again either way, nor is the heap
+    // memory its observation used: glibc keeps freed blocks below its
+    // (adaptive) mmap threshold in the heap, which would let the resident
+    // set grow to the largest working set seen plus fragmentation.
+    (void)file.ReleasePages(entry.name);
+    ReleaseFreedHeapMemory();
+    if (!status.ok()) {
+      progress.Clear();
+      return ToolResult::Runtime(WithNonFiniteHint(
+          WithTensorContext(status, input, entry.name)));
+    }
+    done_bytes += entry.end - entry.begin;
+    progress.Clear();
+    const TensorStats& s = target.stats;
+    PrintRow(out, cols, entry.name, ShapeToString(entry.shape),
+             std::string(DTypeName(entry.dtype)),
+             absl::StrFormat("%.4g..%.4g", s.scale_min, s.scale_max),
+             FormatSqnr(s.sqnr_db),
+             FormatClipped(s.clipped_fraction()));
+    out.flush();
+  }
+  progress.Clear();
+
+  // ---- The output, atomically.
+  if (absl::Status s = writer.Finish(); !s.ok()) {
+    return ToolResult::Runtime(s);
+  }
+  const double seconds = std::chrono::duration<double>(
+                             std::chrono::steady_clock::now() - start)
+                             .count();
+  out << "\n";
+  if (!skipped.empty()) {
+    out << "skipped   " << skipped.size()
+        << " selected tensors that are not non-empty 2-D F32/F16/BF16:\n";
+    for (const std::string& name : skipped) out << "          " << name << "\n";
+  }
+  out << "wrote     " << output << "  (qparams of " << targets.size()
+      << (targets.size() == 1 ? " tensor)\n" : " tensors)\n");
+  out << absl::StrFormat("time      %.2f s, peak RSS %s\n", seconds,
+                         FormatBytes(PeakRssBytes()));
+  return ToolResult::Ok();
+}
+
+}  // namespace qcal
