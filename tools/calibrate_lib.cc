@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "core/cpu/simd_kernels.h"
 #include "core/element_access.h"
 #include "core/layout.h"
 #include "core/parallel.h"
@@ -28,21 +29,6 @@ namespace qcal {
 
 // --------------------------------------------------------------- statistics
 
-namespace {
-
-// kStatsChunkElements is the size of the row chunks the statistics work in:
-// each chunk is fake-quantized on its own, so the extra memory is one chunk
-// per thread, not a copy of the tensor.
-constexpr int64_t kStatsChunkElements = 1 << 20;
-
-// The rows [begin, end) of the qparams tensor `t` (shape [grid_rows, ...]).
-absl::StatusOr<TensorView> QParamRows(const Tensor& t, int64_t begin,
-                                      int64_t end) {
-  return t.view().Narrow(0, begin, end - begin);
-}
-
-}  // namespace
-
 absl::StatusOr<TensorStats> ComputeTensorStats(
     const TensorView& x, const QParams& qparams,
     std::optional<float> global_scale, const QuantizationArgs& args,
@@ -55,8 +41,7 @@ absl::StatusOr<TensorStats> ComputeTensorStats(
   }
   QCAL_ASSIGN_OR_RETURN(TensorView x2d, View2DForStrategy(x, args));
   QCAL_ASSIGN_OR_RETURN(TileGrid grid, TileGridForStrategy(x2d, args));
-  QCAL_ASSIGN_OR_RETURN(ZeroPointKind zp_kind,
-                        ZeroPointKindOf(qparams.zero_point.dtype()));
+  QCAL_RETURN_IF_ERROR(ZeroPointKindOf(qparams.zero_point.dtype()).status());
   const QuantSpec spec = MakeQuantSpec(args);
   const int64_t units = grid.num_units();
   if (qparams.scale.numel() != units || qparams.zero_point.numel() != units) {
@@ -76,112 +61,24 @@ absl::StatusOr<TensorStats> ComputeTensorStats(
       stats.scale_max = std::max(stats.scale_max, scale);
     }
   });
-  const bool has_g = global_scale.has_value();
-  const float g = global_scale.value_or(1.0f);
 
-  // Chunks of whole tile rows (any rows for the single-unit tensor
-  // strategy; the whole tensor when x is not 2-D, whose qparams need not be
-  // row-major in x2d's rows).
-  const int64_t rows = grid.rows, cols = grid.cols;
-  const bool single_unit = units == 1;
-  const bool chunked = x.rank() == 2 || single_unit;
-  const int64_t align = single_unit ? 1 : grid.tile_rows;
-  int64_t chunk_rows = rows;
-  if (chunked && cols > 0) {
-    chunk_rows = std::max<int64_t>(
-        align, (kStatsChunkElements / cols) / align * align);
-  }
-  const int64_t chunks = rows > 0 ? (rows + chunk_rows - 1) / chunk_rows : 0;
-
-  // Per-row partial results, combined in row order, so that the numbers do
-  // not depend on the thread count or the chunking.
-  std::vector<double> signal(rows, 0.0), noise(rows, 0.0);
-  std::vector<int64_t> clipped(rows, 0), finite(rows, 0);
-  std::vector<absl::Status> chunk_status(chunks);
-  ParallelFor(chunks, ResolveThreads(threads), 1, [&](int64_t begin,
-                                                      int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      const int64_t r0 = k * chunk_rows;
-      const int64_t r1 = std::min(rows, r0 + chunk_rows);
-      absl::StatusOr<Tensor> fq;
-      if (!chunked || chunks == 1) {
-        fq = FakeQuantizeTensor(x, qparams.scale.view(),
-                                qparams.zero_point.view(), args, global_scale);
-      } else {
-        absl::StatusOr<TensorView> xs = x2d.Narrow(0, r0, r1 - r0);
-        absl::StatusOr<TensorView> ss, zs;
-        if (single_unit) {
-          ss = qparams.scale.view();
-          zs = qparams.zero_point.view();
-        } else {
-          // Units of rows [r0, r1) are the qparam rows [r0, r1) / tile_rows.
-          const int64_t g0 = r0 / grid.tile_rows;
-          const int64_t g1 = (r1 + grid.tile_rows - 1) / grid.tile_rows;
-          ss = QParamRows(qparams.scale, g0, g1);
-          zs = QParamRows(qparams.zero_point, g0, g1);
-        }
-        if (!xs.ok() || !ss.ok() || !zs.ok()) {
-          chunk_status[k] = !xs.ok() ? xs.status()
-                            : !ss.ok() ? ss.status()
-                                       : zs.status();
-          continue;
-        }
-        fq = FakeQuantizeTensor(*xs, *ss, *zs, args, global_scale);
-      }
-      if (!fq.ok()) {
-        chunk_status[k] = fq.status();
-        continue;
-      }
-      const void* xd = x2d.data();
-      const void* fd = fq->data();
-      DispatchFormat(format, [&](auto f) {
-        constexpr FloatFormat F = decltype(f)::value;
-        for (int64_t r = r0; r < r1; ++r) {
-          const int64_t ti = r / grid.tile_rows;
-          double s = 0.0, n = 0.0;
-          int64_t c_clipped = 0, c_finite = 0;
-          for (int64_t tj = 0; tj < grid.grid_cols(); ++tj) {
-            const int64_t u = ti * grid.grid_cols() + tj;
-            ScalarQParams qp;
-            qp.scale = LoadAs<F>(qparams.scale.data(), u);
-            qp.zero_point =
-                LoadZeroPoint(qparams.zero_point.data(), u, zp_kind);
-            const FakeQuantParams p = MakeFakeQuantParams(qp, has_g, g);
-            // Dequantization is monotonic in q, so an element whose q is an
-            // edge has the edge's dequantized value; only elements with that
-            // value need their q computed.
-            const float edge_lo = DequantizeFromGrid<F>(spec.q_min, p);
-            const float edge_hi = DequantizeFromGrid<F>(spec.q_max, p);
-            for (int64_t c = grid.col_begin(tj); c < grid.col_end(tj); ++c) {
-              const int64_t i = r * cols + c;
-              const float v = LoadAs<F>(xd, i);
-              if (!IsFiniteF(v)) continue;
-              ++c_finite;
-              const float fq = LoadAs<F>(fd, i - r0 * cols);
-              const double e = static_cast<double>(v) - fq;
-              s += static_cast<double>(v) * v;
-              n += e * e;
-              if (fq == edge_lo || fq == edge_hi) {
-                const float q = QuantizeToGrid<F>(v, p, spec);
-                if (q == spec.q_min || q == spec.q_max) ++c_clipped;
-              }
-            }
-          }
-          signal[r] = s;
-          noise[r] = n;
-          clipped[r] = c_clipped;
-          finite[r] = c_finite;
-        }
-      });
-    }
-  });
-  for (const absl::Status& s : chunk_status) QCAL_RETURN_IF_ERROR(s);
+  // One vectorised pass over x (core/cpu/simd_kernels.h): every element is
+  // fake-quantized with its unit's qparams exactly as FakeQuantize /
+  // QuantizeToGrid do, and the sums are kept per row in a fixed lane order,
+  // so the numbers do not depend on the thread count; rows are added in
+  // order.
+  std::vector<QuantErrorRowStats> row_stats(grid.rows);
+  ExecOptions exec;
+  exec.threads = threads;
+  QCAL_RETURN_IF_ERROR(SimdQuantErrorStats(
+      x2d, grid, spec, qparams.scale.view(), qparams.zero_point.view(),
+      global_scale, exec, absl::MakeSpan(row_stats)));
   double total_signal = 0.0, total_noise = 0.0;
-  for (int64_t r = 0; r < rows; ++r) {
-    total_signal += signal[r];
-    total_noise += noise[r];
-    stats.clipped += clipped[r];
-    stats.finite += finite[r];
+  for (const QuantErrorRowStats& r : row_stats) {
+    total_signal += r.signal;
+    total_noise += r.noise;
+    stats.clipped += r.clipped;
+    stats.finite += r.finite;
   }
   if (total_noise == 0.0) {
     stats.sqnr_db = std::numeric_limits<double>::infinity();

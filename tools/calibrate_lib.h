@@ -90,9 +90,9 @@ struct TensorStats {
 
 // ComputeTensorStats computes the statistics of `x` (contiguous, CPU, of an
 // observable dtype) quantized with `qparams` (as an observer returns them,
-// scales in x's dtype) and `global_scale` under `args`. A 2-D `x` is
-// fake-quantized in row chunks of whole units, in parallel on `threads`
-// threads (as --threads); the results do not depend on either.
+// scales in x's dtype) and `global_scale` under `args`, in one vectorised
+// pass on `threads` threads (as --threads); the results do not depend on
+// the thread count.
 absl::StatusOr<TensorStats> ComputeTensorStats(
     const TensorView& x, const QParams& qparams,
     std::optional<float> global_scale, const QuantizationArgs& args,

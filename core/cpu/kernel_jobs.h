@@ -72,6 +72,42 @@ struct MseJob {
   float* errors = nullptr;  // [unit][candidate]
 };
 
+// LeanArgs is true when fake quantization of `format` values under `spec`
+// may leave out steps that provably change nothing (see AbsError in
+// mse_kernels.cc): a 16-bit format, symmetric args (zero point 0), clamp
+// bounds that are values of the format, and grid values that all are (fp8
+// and fp4 values always are; integers up to 2^(mantissa bits + 1): 256 in
+// bf16, 2048 in f16).
+inline bool LeanArgs(FloatFormat format, const QuantSpec& spec) {
+  if (format == FloatFormat::kF32 || !spec.symmetric) return false;
+  const float qmin = spec.q_min, qmax = spec.q_max;
+  const bool bounds_exact =
+      RoundTo(format, qmin) == qmin && RoundTo(format, qmax) == qmax;
+  const float int_limit = format == FloatFormat::kBF16 ? 256.0f : 2048.0f;
+  const bool grid_exact = spec.kind != QuantKind::kInt ||
+                          (-qmin <= int_limit && qmax <= int_limit);
+  return bounds_exact && grid_exact;
+}
+
+// QuantStatsJob is one validated SimdQuantErrorStats request.
+struct QuantStatsJob {
+  const void* data = nullptr;
+  TileGrid grid;
+  FloatFormat format = FloatFormat::kF32;
+  QuantSpec spec;
+  bool has_global_scale = false;
+  float global_scale = 1.0f;
+  const void* scale = nullptr;       // one value of `format` per unit
+  const void* zero_point = nullptr;  // one stored zero point per unit
+  ZeroPointKind zp_kind = ZeroPointKind::kI8;
+  int threads = 1;
+  // Per row: signal, noise, clipped, finite (QuantErrorRowStats' layout).
+  double* signal = nullptr;
+  double* noise = nullptr;
+  int64_t* clipped = nullptr;
+  int64_t* finite = nullptr;
+};
+
 // UnitCandidates computes listed unit i's fake-quantization parameters for
 // every candidate with the scalar CandidateParams<F> (the kernels' fallback
 // for rows with non-finite values; the vector path derives the same values

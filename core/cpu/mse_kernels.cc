@@ -81,6 +81,39 @@ HWY_INLINE hn::Vec<DFP> Part(hn::Vec<DF> v) {
 #endif
 }
 
+// QuantizeToGrid<F>: the grid value of x (NaN or junk for non-finite x).
+template <FloatFormat F, QuantKind K, bool kGlobal>
+HWY_INLINE hn::Vec<DF> QuantizeV(DF df, hn::Vec<DF> x, hn::Vec<DF> scale,
+                                 hn::Vec<DF> zp_rounded, hn::Vec<DF> eff,
+                                 hn::Vec<DF> q_min, hn::Vec<DF> q_max) {
+  if constexpr (kGlobal) {
+    // Promoted to float32 throughout; the grid value stays float32 until
+    // dequantized.
+    auto q = hn::Add(hn::Div(x, eff), zp_rounded);
+    q = hn::Min(hn::Max(q, q_min), q_max);
+    return simd::GridV<K>(df, q);
+  } else {
+    auto q = simd::RoundV<F>(df, hn::Div(x, scale));
+    q = simd::RoundV<F>(df, hn::Add(q, zp_rounded));
+    q = simd::RoundV<F>(df, hn::Min(hn::Max(q, q_min), q_max));
+    return simd::RoundV<F>(df, simd::GridV<K>(df, q));
+  }
+}
+
+// DequantizeFromGrid<F> of a grid value.
+template <FloatFormat F, bool kGlobal>
+HWY_INLINE hn::Vec<DF> DequantizeV(DF df, hn::Vec<DF> q, hn::Vec<DF> scale,
+                                   hn::Vec<DF> zp_rounded, hn::Vec<DF> zp,
+                                   hn::Vec<DF> eff) {
+  if constexpr (kGlobal) {
+    // The zero point converted straight to float32.
+    return simd::RoundV<F>(df, hn::Mul(hn::Sub(q, zp), eff));
+  } else {
+    return simd::RoundV<F>(
+        df, hn::Mul(simd::RoundV<F>(df, hn::Sub(q, zp_rounded)), scale));
+  }
+}
+
 // fake_quantize(x) - x, rounded to F, in absolute value (ErrorTerm's |e|).
 //
 // kLean (symmetric args whose clamp bounds and grid values are values of F,
@@ -98,20 +131,10 @@ HWY_INLINE hn::Vec<DF> AbsError(DF df, hn::Vec<DF> x, hn::Vec<DF> scale,
     auto q = simd::RoundV<F>(df, hn::Div(x, scale));
     q = simd::GridV<K>(df, hn::Min(hn::Max(q, q_min), q_max));
     fq = simd::RoundV<F>(df, hn::Mul(q, scale));
-  } else if constexpr (kGlobal) {
-    // Promoted to float32 throughout (QuantizeToGrid's global-scale branch;
-    // the grid value stays float32 until dequantized).
-    auto q = hn::Add(hn::Div(x, eff), zp_rounded);
-    q = hn::Min(hn::Max(q, q_min), q_max);
-    q = simd::GridV<K>(df, q);
-    fq = simd::RoundV<F>(df, hn::Mul(hn::Sub(q, zp), eff));
   } else {
-    auto q = simd::RoundV<F>(df, hn::Div(x, scale));
-    q = simd::RoundV<F>(df, hn::Add(q, zp_rounded));
-    q = simd::RoundV<F>(df, hn::Min(hn::Max(q, q_min), q_max));
-    q = simd::RoundV<F>(df, simd::GridV<K>(df, q));
-    fq = simd::RoundV<F>(
-        df, hn::Mul(simd::RoundV<F>(df, hn::Sub(q, zp_rounded)), scale));
+    fq = DequantizeV<F, kGlobal>(
+        df, QuantizeV<F, K, kGlobal>(df, x, scale, zp_rounded, eff, q_min, q_max),
+        scale, zp_rounded, zp, eff);
   }
   return hn::Abs(simd::RoundV<F>(df, hn::Sub(fq, x)));
 }
@@ -607,6 +630,183 @@ void CandidateParamsTarget(const MseJob& job, FakeQuantParams* out) {
   }
 }
 
+// ------------------------------------------------ quantization statistics
+
+// One row's statistics (see SimdQuantErrorStats), read from the tensor, or
+// from buf (the row as float32 with 16 zero floats of padding) when given. kLean as in AbsError (the grid
+// value may then differ from QuantizeToGrid's in the sign of a zero only,
+// which changes neither the clipped count nor (x - fq)^2).
+template <FloatFormat F, QuantKind K, bool kGlobal, bool kLean>
+void RowQuantStats(const QuantStatsJob& job, int64_t r,
+                   float* HWY_RESTRICT buf) {
+  const DF df;
+  const DD dd;
+  const hn::RebindToSigned<DF> di;
+  const auto one = hn::Set(di, 1);
+  auto clipped_v = hn::Zero(di), finite_v = hn::Zero(di);
+  const TileGrid& g = job.grid;
+  const int64_t gc = g.grid_cols();
+  const int64_t ti = r / g.tile_rows;
+  const auto q_min = hn::Set(df, job.spec.q_min);
+  const auto q_max = hn::Set(df, job.spec.q_max);
+  hn::Vec<DD> acc_s[kAccs], acc_n[kAccs];
+  for (size_t a = 0; a < kAccs; ++a) {
+    acc_s[a] = hn::Zero(dd);
+    acc_n[a] = hn::Zero(dd);
+  }
+  int64_t clipped = 0, finite = 0;
+  for (int64_t tj = 0; tj < gc; ++tj) {
+    const int64_t u = ti * gc + tj;
+    const float scale = LoadAs<F>(job.scale, u);
+    const float zero_point = LoadZeroPoint(job.zero_point, u, job.zp_kind);
+    const auto vscale = hn::Set(df, scale);
+    const auto vzp_rounded = hn::Set(df, Round<F>(zero_point));
+    const auto vzp = hn::Set(df, zero_point);
+    const auto veff = hn::Set(
+        df, job.has_global_scale ? scale / job.global_scale : scale);
+    const int64_t c0 = g.col_begin(tj), n = g.col_end(tj) - c0;
+    for (int64_t b = 0; b < n; b += kErrorSumLanes) {
+      const int64_t valid = std::min<int64_t>(kErrorSumLanes, n - b);
+      for (size_t i = 0; i < kVecs; ++i) {
+        const int64_t base = b + static_cast<int64_t>(i * kNF);
+        // Rows but the last are read in place (a vector may run into the
+        // next row: those lanes are masked out); the last row from buf.
+        const auto x =
+            buf == nullptr
+                ? simd::LoadF32V<F>(df, job.data, r * g.cols + c0 + base)
+                : hn::LoadU(df, buf + c0 + base);
+        // Finite and inside the segment.
+        const auto mag = hn::And(hn::BitCast(di, x), hn::Set(di, 0x7FFFFFFF));
+        const auto ok = hn::And(
+            hn::RebindMask(df, hn::Lt(mag, hn::Set(di, 0x7F800000))),
+            hn::FirstN(df, static_cast<size_t>(
+                               std::max<int64_t>(0, valid - base + b))));
+        hn::Vec<DF> q, fq;
+        if constexpr (kLean && !kGlobal) {
+          q = simd::GridV<K>(
+              df, hn::Min(hn::Max(simd::RoundV<F>(df, hn::Div(x, vscale)),
+                                  q_min),
+                          q_max));
+          fq = simd::RoundV<F>(df, hn::Mul(q, vscale));
+        } else {
+          q = QuantizeV<F, K, kGlobal>(df, x, vscale, vzp_rounded, veff, q_min,
+                                       q_max);
+          fq = DequantizeV<F, kGlobal>(df, q, vscale, vzp_rounded, vzp, veff);
+        }
+        const auto oki = hn::RebindMask(di, ok);
+        finite_v = hn::Add(finite_v, hn::IfThenElseZero(oki, one));
+        clipped_v = hn::Add(
+            clipped_v,
+            hn::IfThenElseZero(
+                hn::RebindMask(di, hn::And(ok, hn::Or(hn::Eq(q, q_min),
+                                                       hn::Eq(q, q_max)))),
+                one));
+        // Masked-out lanes add +0.0: accumulators unchanged.
+        const auto xm = hn::IfThenElseZero(ok, x);
+        const auto fm = hn::IfThenElseZero(ok, fq);
+        const auto add = [&](size_t p, hn::Vec<DD> xd, hn::Vec<DD> fd) {
+          const auto e = hn::Sub(xd, fd);
+          acc_s[kParts * i + p] = hn::Add(acc_s[kParts * i + p], hn::Mul(xd, xd));
+          acc_n[kParts * i + p] = hn::Add(acc_n[kParts * i + p], hn::Mul(e, e));
+        };
+        add(0, hn::PromoteTo(dd, Part<0>(xm)), hn::PromoteTo(dd, Part<0>(fm)));
+        if constexpr (kParts == 2) {
+          add(1, hn::PromoteTo(dd, Part<1>(xm)),
+              hn::PromoteTo(dd, Part<1>(fm)));
+        }
+      }
+    }
+  }
+  HWY_ALIGN double lanes_s[kErrorSumLanes], lanes_n[kErrorSumLanes];
+  for (size_t a = 0; a < kAccs; ++a) {
+    hn::Store(acc_s[a], dd, lanes_s + a * kDL);
+    hn::Store(acc_n[a], dd, lanes_n + a * kDL);
+  }
+  double s = 0.0, e = 0.0;
+  for (int l = 0; l < kErrorSumLanes; ++l) {
+    s += lanes_s[l];
+    e += lanes_n[l];
+  }
+  // Per-lane counts of one row (each at most cols / lanes + 1) fit int32.
+  HWY_ALIGN int32_t counts[kNF];
+  hn::Store(clipped_v, di, counts);
+  for (size_t l = 0; l < kNF; ++l) clipped += counts[l];
+  hn::Store(finite_v, di, counts);
+  for (size_t l = 0; l < kNF; ++l) finite += counts[l];
+  job.signal[r] = s;
+  job.noise[r] = e;
+  job.clipped[r] = clipped;
+  job.finite[r] = finite;
+}
+
+using RowStatsFn = void (*)(const QuantStatsJob&, int64_t, float*);
+
+template <FloatFormat F, QuantKind K>
+RowStatsFn PickStatsGlobal(const QuantStatsJob& job) {
+  if (job.has_global_scale) return &RowQuantStats<F, K, true, false>;
+  if constexpr (F != FloatFormat::kF32) {
+    if (LeanArgs(F, job.spec)) return &RowQuantStats<F, K, false, true>;
+  }
+  return &RowQuantStats<F, K, false, false>;
+}
+
+// The tensor's last row as float32, zero-padded to buf_len.
+template <FloatFormat F>
+void LoadLastRow(const QuantStatsJob& job, int64_t r, float* buf,
+                 int64_t buf_len) {
+  const int64_t cols = job.grid.cols;
+  for (int64_t k = 0; k < cols; ++k) {
+    buf[k] = LoadAs<F>(job.data, r * cols + k);
+  }
+  for (int64_t k = cols; k < buf_len; ++k) buf[k] = 0.0f;
+}
+
+template <FloatFormat F>
+void QuantStatsImpl(const QuantStatsJob& job) {
+  RowStatsFn fn;
+  switch (job.spec.kind) {
+    case QuantKind::kFp8:
+      fn = PickStatsGlobal<F, QuantKind::kFp8>(job);
+      break;
+    case QuantKind::kFp4:
+      fn = PickStatsGlobal<F, QuantKind::kFp4>(job);
+      break;
+    default:
+      fn = PickStatsGlobal<F, QuantKind::kInt>(job);
+      break;
+  }
+  const int64_t cols = job.grid.cols;
+  const int64_t buf_len =
+      (cols + kErrorSumLanes - 1) / kErrorSumLanes * kErrorSumLanes +
+      kErrorSumLanes;
+  ParallelFor(job.grid.rows, job.threads,
+              std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, cols)),
+              [&](int64_t begin, int64_t end) {
+                for (int64_t r = begin; r < end; ++r) {
+                  // In-place vector loads may read up to 15 elements past
+                  // a row's end: fine except after the tensor's last row.
+                  if (r + 1 < job.grid.rows) {
+                    fn(job, r, nullptr);
+                    continue;
+                  }
+                  auto buf = hwy::AllocateAligned<float>(buf_len);
+                  LoadLastRow<F>(job, r, buf.get(), buf_len);
+                  fn(job, r, buf.get());
+                }
+              });
+}
+
+void QuantStatsTarget(const QuantStatsJob& job) {
+  switch (job.format) {
+    case FloatFormat::kF16:
+      return QuantStatsImpl<FloatFormat::kF16>(job);
+    case FloatFormat::kBF16:
+      return QuantStatsImpl<FloatFormat::kBF16>(job);
+    default:
+      return QuantStatsImpl<FloatFormat::kF32>(job);
+  }
+}
+
 void MseTarget(const MseJob& job) {
   switch (job.format) {
     case FloatFormat::kF16:
@@ -627,9 +827,11 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 #include <mutex>
 
+#include "absl/strings/str_cat.h"
 #include "core/cpu/reference_kernels.h"
 #include "core/cpu/simd_kernels.h"
 #include "core/qparams.h"
+#include "core/status_macros.h"
 
 namespace qcal {
 namespace internal_cpu {
@@ -637,6 +839,7 @@ namespace internal_cpu {
 HWY_EXPORT(MseTarget);
 HWY_EXPORT(PowNormTarget);
 HWY_EXPORT(CandidateParamsTarget);
+HWY_EXPORT(QuantStatsTarget);
 
 namespace {
 
@@ -728,21 +931,63 @@ absl::Status SimdMseErrors(const MseRequest& request, const ExecOptions& exec,
     shrink_padded[c] = request.shrink[std::min<size_t>(c, request.shrink.size() - 1)];
   }
   job.shrink_padded = shrink_padded.data();
-  // Lean fake quantization (see AbsError): symmetric, 16-bit format, clamp
-  // bounds and every grid value exact in the format.
-  if (request.format != FloatFormat::kF32 && request.spec.symmetric) {
-    const float qmin = request.spec.q_min, qmax = request.spec.q_max;
-    const bool bounds_exact = RoundTo(request.format, qmin) == qmin &&
-                              RoundTo(request.format, qmax) == qmax;
-    // Integers up to 2^(mantissa bits + 1) are exact: 256 in bf16, 2048 in
-    // f16; fp8 and fp4 values are exact in both.
-    const float int_limit = request.format == FloatFormat::kBF16 ? 256.0f
-                                                                 : 2048.0f;
-    const bool grid_exact = request.spec.kind != QuantKind::kInt ||
-                            (-qmin <= int_limit && qmax <= int_limit);
-    job.lean = bounds_exact && grid_exact;
-  }
+  job.lean = internal_cpu::LeanArgs(request.format, request.spec);
   HWY_DYNAMIC_DISPATCH(internal_cpu::MseTarget)(job);
+  return absl::OkStatus();
+}
+
+absl::Status SimdQuantErrorStats(const TensorView& x, const TileGrid& grid,
+                                 const QuantSpec& spec,
+                                 const TensorView& scale,
+                                 const TensorView& zero_point,
+                                 std::optional<float> global_scale,
+                                 const ExecOptions& exec,
+                                 absl::Span<QuantErrorRowStats> rows) {
+  QCAL_ASSIGN_OR_RETURN(const FloatFormat format, FloatFormatOf(x.dtype()));
+  MinMaxRequest check;
+  check.x = x;
+  check.grid = grid;
+  check.format = format;
+  QCAL_RETURN_IF_ERROR(ValidateMinMaxRequest(check));
+  QCAL_ASSIGN_OR_RETURN(const ZeroPointKind zp_kind,
+                        ZeroPointKindOf(zero_point.dtype()));
+  const int64_t units = grid.num_units();
+  if (scale.device() != Device::kCpu || !scale.is_contiguous() ||
+      scale.dtype() != x.dtype() || scale.numel() != units ||
+      zero_point.device() != Device::kCpu || !zero_point.is_contiguous() ||
+      zero_point.numel() != units ||
+      static_cast<int64_t>(rows.size()) != grid.rows) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "quantization statistics of ", x.DebugString(), " (", units,
+        " units, ", grid.rows, " rows): scales ", scale.DebugString(),
+        ", zero points ", zero_point.DebugString(), ", ", rows.size(),
+        " outputs"));
+  }
+  if (grid.rows == 0 || grid.cols == 0) {
+    for (QuantErrorRowStats& r : rows) r = QuantErrorRowStats();
+    return absl::OkStatus();
+  }
+  std::vector<double> signal(grid.rows), noise(grid.rows);
+  std::vector<int64_t> clipped(grid.rows), finite(grid.rows);
+  internal_cpu::QuantStatsJob job;
+  job.data = x.data();
+  job.grid = grid;
+  job.format = format;
+  job.spec = spec;
+  job.has_global_scale = global_scale.has_value();
+  job.global_scale = global_scale.value_or(1.0f);
+  job.scale = scale.data();
+  job.zero_point = zero_point.data();
+  job.zp_kind = zp_kind;
+  job.threads = ResolveThreads(exec.threads);
+  job.signal = signal.data();
+  job.noise = noise.data();
+  job.clipped = clipped.data();
+  job.finite = finite.data();
+  HWY_DYNAMIC_DISPATCH(internal_cpu::QuantStatsTarget)(job);
+  for (int64_t r = 0; r < grid.rows; ++r) {
+    rows[r] = QuantErrorRowStats{signal[r], noise[r], clipped[r], finite[r]};
+  }
   return absl::OkStatus();
 }
 

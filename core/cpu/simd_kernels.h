@@ -20,10 +20,12 @@
 #define QCAL_CORE_CPU_SIMD_KERNELS_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "core/backend.h"
 
 namespace qcal {
@@ -37,6 +39,34 @@ absl::Status SimdMinMax(const MinMaxRequest& request, const ExecOptions& exec,
 // cache, so each unit's data is read from memory once per call.
 absl::Status SimdMseErrors(const MseRequest& request, const ExecOptions& exec,
                            float* errors);
+
+// QuantErrorRowStats are one row's quantization-error statistics (see
+// SimdQuantErrorStats).
+struct QuantErrorRowStats {
+  double signal = 0.0;  // sum of x^2
+  double noise = 0.0;   // sum of (x - fake_quant(x))^2
+  int64_t clipped = 0;  // elements whose grid value is q_min or q_max
+  int64_t finite = 0;   // elements counted (the finite ones)
+};
+
+// SimdQuantErrorStats computes, for every row of the contiguous 2-D CPU view
+// `x` (cut into units by `grid`) and over its finite elements: the sum of
+// x^2, the sum of (x - fq)^2 with fq = FakeQuantize<F>(x) (double
+// differences of the float values), and the number of elements whose grid
+// value QuantizeToGrid<F>(x) is q_min or q_max. Unit u uses element u of
+// `scale` (x's dtype) and of `zero_point` (I8, I16, I32 or F8_E4M3, the
+// stored zero points), both contiguous CPU tensors with one element per
+// unit, and `global_scale` when given. The sums are kept in the MSE
+// kernels' lane order (element k of a unit's row segment in double lane
+// k % 16, segments in column order, lanes added in order), so they do not
+// depend on the threads or the SIMD target.
+absl::Status SimdQuantErrorStats(const TensorView& x, const TileGrid& grid,
+                                 const QuantSpec& spec,
+                                 const TensorView& scale,
+                                 const TensorView& zero_point,
+                                 std::optional<float> global_scale,
+                                 const ExecOptions& exec,
+                                 absl::Span<QuantErrorRowStats> rows);
 
 // SimdPowNormForTest writes PowNorm<F>(a[i], exponent) for n non-negative
 // values a[i] of `format` (NaN allowed), computed as the MSE kernel computes

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -584,6 +585,111 @@ TEST(CpuKernelsTest, CandidateParamsMatchScalarOnEveryTarget) {
                   << " vs " << want.scale << ", zp " << got[c].zero_point
                   << " vs " << want.zero_point << ", eff "
                   << got[c].effective_scale << " vs " << want.effective_scale;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// The statistics of SimdQuantErrorStats computed with the scalar functions in
+// the same lane order.
+std::vector<QuantErrorRowStats> ReferenceStats(
+    const Tensor& x, const TileGrid& g, FloatFormat format,
+    const QuantSpec& spec, const std::vector<float>& scale,
+    const std::vector<float>& zp, std::optional<float> global) {
+  std::vector<QuantErrorRowStats> out(g.rows);
+  DispatchFormat(format, [&](auto f) {
+    constexpr FloatFormat F = decltype(f)::value;
+    for (int64_t r = 0; r < g.rows; ++r) {
+      double ls[16] = {}, ln[16] = {};
+      const int64_t ti = r / g.tile_rows;
+      for (int64_t tj = 0; tj < g.grid_cols(); ++tj) {
+        const int64_t u = ti * g.grid_cols() + tj;
+        const FakeQuantParams p = MakeFakeQuantParams(
+            ScalarQParams{scale[u], zp[u]}, global.has_value(),
+            global.value_or(1.0f));
+        for (int64_t c = g.col_begin(tj); c < g.col_end(tj); ++c) {
+          const float v = LoadAs<F>(x.view().data(), r * g.cols + c);
+          if (!IsFiniteF(v)) continue;
+          const float q = QuantizeToGrid<F>(v, p, spec);
+          const float fq = DequantizeFromGrid<F>(q, p);
+          const double e = static_cast<double>(v) - fq;
+          const int64_t lane = (c - g.col_begin(tj)) % 16;
+          ls[lane] += static_cast<double>(v) * v;
+          ln[lane] += e * e;
+          ++out[r].finite;
+          if (q == spec.q_min || q == spec.q_max) ++out[r].clipped;
+        }
+      }
+      for (int l = 0; l < 16; ++l) {
+        out[r].signal += ls[l];
+        out[r].noise += ln[l];
+      }
+    }
+  });
+  return out;
+}
+
+TEST(CpuKernelsTest, QuantErrorStatsMatchScalarOnEveryTarget) {
+  for (int64_t target : SimdTargets()) {
+    ScopedSimdTarget scoped(target);
+    for (FloatFormat format : kFormats) {
+      for (const SpecCase& sc : SpecCases()) {
+        for (const GridCase& gcase : MseGrids()) {
+          const TileGrid& g = gcase.grid;
+          const Tensor x = MakeData(format, g.rows, g.cols, Fill::kSpecial, 4);
+          // Qparams from the units' finite ranges, in stored form.
+          std::vector<float> mn, mx;
+          int64_t bad;
+          RunMinMax(false, x, g, format, NonFinitePolicy::kSkip, 1, &mn, &mx,
+                    &bad);
+          const std::optional<float> global =
+              sc.global ? std::optional<float>(5.5f) : std::nullopt;
+          std::vector<float> scale(g.num_units()), zp(g.num_units());
+          for (int64_t u = 0; u < g.num_units(); ++u) {
+            const ScalarQParams qp = DispatchFormat(format, [&](auto f) {
+              return ComputeQParams<decltype(f)::value>(
+                  mn[u], mx[u], sc.spec, sc.global, global.value_or(1.0f));
+            });
+            scale[u] = qp.scale;
+            zp[u] = qp.zero_point;
+          }
+          const DType zp_dtype =
+              sc.spec.zp_kind == ZeroPointKind::kF8    ? DType::kF8E4M3FN
+              : sc.spec.zp_kind == ZeroPointKind::kI16 ? DType::kI16
+              : sc.spec.zp_kind == ZeroPointKind::kI32 ? DType::kI32
+                                                       : DType::kI8;
+          Tensor scale_t = Tensor::Zeros(DTypeOf(format), {g.num_units()}).value();
+          Tensor zp_t = Tensor::Zeros(zp_dtype, {g.num_units()}).value();
+          DispatchFormat(format, [&](auto f) {
+            for (int64_t u = 0; u < g.num_units(); ++u) {
+              StoreAs<decltype(f)::value>(scale_t.mutable_data(), u, scale[u]);
+              StoreZeroPoint(zp_t.mutable_data(), u, zp[u], sc.spec.zp_kind);
+            }
+          });
+          const std::vector<QuantErrorRowStats> want =
+              ReferenceStats(x, g, format, sc.spec, scale, zp, global);
+          for (int threads : {1, 3}) {
+            std::vector<QuantErrorRowStats> got(g.rows);
+            ExecOptions exec;
+            exec.threads = threads;
+            ASSERT_TRUE(SimdQuantErrorStats(x.view(), g, sc.spec,
+                                            scale_t.view(), zp_t.view(),
+                                            global, exec, absl::MakeSpan(got))
+                            .ok());
+            for (int64_t r = 0; r < g.rows; ++r) {
+              SCOPED_TRACE(absl::StrCat(SimdTargetName(target), " ",
+                                        FormatName(format), " ", sc.name, " ",
+                                        gcase.name, " row ", r));
+              EXPECT_EQ(got[r].finite, want[r].finite);
+              EXPECT_EQ(got[r].clipped, want[r].clipped);
+              EXPECT_TRUE((std::isnan(want[r].noise) &&
+                           std::isnan(got[r].noise)) ||
+                          got[r].noise == want[r].noise)
+                  << got[r].noise << " vs " << want[r].noise;
+              EXPECT_EQ(got[r].signal, want[r].signal);
             }
           }
         }

@@ -266,11 +266,11 @@ TEST_F(CalibrateErrorTest, UsageErrors) {
 }
 
 TEST_F(CalibrateErrorTest, MemoryBudgetStopsLargeAllocations) {
-  // A [1024, 1024] F32 weight: its qparams and summary need several MiB of
+  // A [400000, 2] F32 weight: its per-channel qparams alone need 1.6 MiB of
   // tensors, more than a 1 MiB budget allows.
   const std::string big = dir_ + "/big.safetensors";
   std::vector<std::pair<std::string, Tensor>> t;
-  t.emplace_back("big.weight", RandomTensor(DType::kF32, {1024, 1024}, 5));
+  t.emplace_back("big.weight", RandomTensor(DType::kF32, {400000, 2}, 5));
   WriteTensors(big, std::move(t));
   ToolRun run = Expect(1, {"--input=" + big, "--scheme=W8A16",
                            "--memory_budget_mb=1"});
