@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "core/cpu/simd_kernels.h"
 #include "core/element_access.h"
 #include "core/layout.h"
 #include "core/parallel.h"
@@ -28,14 +29,6 @@ namespace qcal {
 
 // --------------------------------------------------------------- statistics
 
-namespace {
-
-// kStatsChunkElements is the size of the row chunks the statistics work in:
-// each chunk is fake-quantized on its own, so the extra memory is one chunk
-// per thread, not a copy of the tensor.
-
-}  // namespace
-
 absl::StatusOr<TensorStats> ComputeTensorStats(
     const TensorView& x, const QParams& qparams,
     std::optional<float> global_scale, const QuantizationArgs& args,
@@ -48,8 +41,7 @@ absl::StatusOr<TensorStats> ComputeTensorStats(
   }
   QCAL_ASSIGN_OR_RETURN(TensorView x2d, View2DForStrategy(x, args));
   QCAL_ASSIGN_OR_RETURN(TileGrid grid, TileGridForStrategy(x2d, args));
-  QCAL_ASSIGN_OR_RETURN(ZeroPointKind zp_kind,
-                        ZeroPointKindOf(qparams.zero_point.dtype()));
+  QCAL_RETURN_IF_ERROR(ZeroPointKindOf(qparams.zero_point.dtype()).status());
   const QuantSpec spec = MakeQuantSpec(args);
   const int64_t units = grid.num_units();
   if (qparams.scale.numel() != units || qparams.zero_point.numel() != units) {
@@ -69,87 +61,80 @@ absl::StatusOr<TensorStats> ComputeTensorStats(
       stats.scale_max = std::max(stats.scale_max, scale);
     }
   });
-  const bool has_g = global_scale.has_value();
-  const float g = global_scale.value_or(1.0f);
 
   // The rows to evaluate: all of them, or every `stride`-th band of rows
-  // (bands of tile_rows rows, so that blocks stay whole; single rows for the
-  // one-unit tensor strategy) so that at most about max_elements elements
-  // are fake-quantized.
+  // (bands of a unit's height, so that blocks stay whole; single rows for
+  // the one-unit tensor strategy) so that at most about max_elements
+  // elements are fake-quantized.
   const int64_t rows = grid.rows, cols = grid.cols;
-  const int64_t band = units == 1 ? 1 : grid.tile_rows;
+  const bool single_unit = units == 1;
+  const int64_t band = single_unit ? 1 : grid.tile_rows;
   const int64_t bands = rows > 0 ? (rows + band - 1) / band : 0;
   int64_t stride = 1;
   if (max_elements > 0 && rows * cols > max_elements && cols > 0) {
-    const int64_t band_elements = band * cols;
-    const int64_t wanted = std::max<int64_t>(1, max_elements / band_elements);
+    const int64_t wanted = std::max<int64_t>(1, max_elements / (band * cols));
     stride = (bands + wanted - 1) / wanted;
   }
-  std::vector<int64_t> chosen;  // first row of each chosen band
-  for (int64_t b = 0; b < bands; b += stride) chosen.push_back(b * band);
   stats.rows_total = rows;
 
-  // Per-band partial results, combined in band order: the numbers do not
-  // depend on the thread count.
-  const int64_t n = static_cast<int64_t>(chosen.size());
-  std::vector<double> signal(n, 0.0), noise(n, 0.0);
-  std::vector<int64_t> clipped(n, 0), finite(n, 0), used_rows(n, 0);
-  const void* xd = x2d.data();
-  ParallelFor(n, ResolveThreads(threads), 1, [&](int64_t begin, int64_t end) {
-    DispatchFormat(format, [&](auto f) {
-      constexpr FloatFormat F = decltype(f)::value;
-      std::vector<FakeQuantParams> params(grid.grid_cols());
-      for (int64_t k = begin; k < end; ++k) {
-        const int64_t r0 = chosen[k];
-        const int64_t r1 = std::min(rows, r0 + band);
+  // One vectorised pass per evaluated range (core/cpu/simd_kernels.h): every
+  // element is fake-quantized with its unit's qparams exactly as
+  // FakeQuantize / QuantizeToGrid do, sums kept per row in a fixed lane
+  // order and rows added in order, so the numbers do not depend on the
+  // thread count.
+  std::vector<QuantErrorRowStats> row_stats;
+  ExecOptions exec;
+  exec.threads = threads;
+  auto add_rows = [&]() {
+    for (const QuantErrorRowStats& r : row_stats) {
+      stats.signal_sum += r.signal;
+      stats.noise_sum += r.noise;
+      stats.clipped += r.clipped;
+      stats.finite += r.finite;
+    }
+  };
+  if (stride == 1) {
+    row_stats.assign(rows, QuantErrorRowStats{});
+    QCAL_RETURN_IF_ERROR(SimdQuantErrorStats(
+        x2d, grid, spec, qparams.scale.view(), qparams.zero_point.view(),
+        global_scale, exec, absl::MakeSpan(row_stats)));
+    add_rows();
+    stats.rows_used = rows;
+  } else {
+    // The qparams as [grid rows, grid cols] (tensor: one unit).
+    QCAL_ASSIGN_OR_RETURN(TensorView scale2d, qparams.scale.view().Reshape(
+                                                  {grid.grid_rows(),
+                                                   grid.grid_cols()}));
+    QCAL_ASSIGN_OR_RETURN(TensorView zp2d, qparams.zero_point.view().Reshape(
+                                               {grid.grid_rows(),
+                                                grid.grid_cols()}));
+    for (int64_t b = 0; b < bands; b += stride) {
+      const int64_t r0 = b * band, r1 = std::min(rows, r0 + band);
+      QCAL_ASSIGN_OR_RETURN(TensorView xb, x2d.Narrow(0, r0, r1 - r0));
+      TileGrid band_grid = grid;
+      band_grid.rows = r1 - r0;
+      TensorView sb = scale2d, zb = zp2d;
+      if (single_unit) {
+        band_grid.tile_rows = r1 - r0;
+      } else {
         const int64_t ti = r0 / grid.tile_rows;
-        for (int64_t tj = 0; tj < grid.grid_cols(); ++tj) {
-          const int64_t u = ti * grid.grid_cols() + tj;
-          ScalarQParams qp;
-          qp.scale = LoadAs<F>(qparams.scale.data(), u);
-          qp.zero_point = LoadZeroPoint(qparams.zero_point.data(), u, zp_kind);
-          params[tj] = MakeFakeQuantParams(qp, has_g, g);
-        }
-        double s = 0.0, e2 = 0.0;
-        int64_t c_clipped = 0, c_finite = 0;
-        for (int64_t r = r0; r < r1; ++r) {
-          for (int64_t tj = 0; tj < grid.grid_cols(); ++tj) {
-            const FakeQuantParams& p = params[tj];
-            for (int64_t c = grid.col_begin(tj); c < grid.col_end(tj); ++c) {
-              const float v = LoadAs<F>(xd, r * cols + c);
-              if (!IsFiniteF(v)) continue;
-              ++c_finite;
-              const float q = QuantizeToGrid<F>(v, p, spec);
-              const float fq = DequantizeFromGrid<F>(q, p);
-              const double e = static_cast<double>(v) - fq;
-              s += static_cast<double>(v) * v;
-              e2 += e * e;
-              if (q == spec.q_min || q == spec.q_max) ++c_clipped;
-            }
-          }
-        }
-        signal[k] = s;
-        noise[k] = e2;
-        clipped[k] = c_clipped;
-        finite[k] = c_finite;
-        used_rows[k] = r1 - r0;
+        QCAL_ASSIGN_OR_RETURN(sb, scale2d.Narrow(0, ti, 1));
+        QCAL_ASSIGN_OR_RETURN(zb, zp2d.Narrow(0, ti, 1));
       }
-    });
-  });
-  double total_signal = 0.0, total_noise = 0.0;
-  for (int64_t k = 0; k < n; ++k) {
-    total_signal += signal[k];
-    total_noise += noise[k];
-    stats.clipped += clipped[k];
-    stats.finite += finite[k];
-    stats.rows_used += used_rows[k];
+      row_stats.assign(r1 - r0, QuantErrorRowStats{});
+      QCAL_RETURN_IF_ERROR(SimdQuantErrorStats(xb, band_grid, spec, sb, zb,
+                                               global_scale, exec,
+                                               absl::MakeSpan(row_stats)));
+      add_rows();
+      stats.rows_used += r1 - r0;
+    }
   }
-  if (total_noise == 0.0) {
+  if (stats.noise_sum == 0.0) {
     stats.sqnr_db = std::numeric_limits<double>::infinity();
-  } else if (total_signal == 0.0) {
+  } else if (stats.signal_sum == 0.0) {
     stats.sqnr_db = -std::numeric_limits<double>::infinity();
   } else {
-    stats.sqnr_db = 10.0 * std::log10(total_signal / total_noise);
+    stats.sqnr_db = 10.0 * std::log10(stats.signal_sum / stats.noise_sum);
   }
   return stats;
 }

@@ -88,6 +88,9 @@ struct TensorStats {
   // the statistics were sampled).
   int64_t rows_used = 0;
   int64_t rows_total = 0;
+  // signal_sum and noise_sum are the sums of x^2 and (x - fq)^2 over them.
+  double signal_sum = 0.0;
+  double noise_sum = 0.0;
 
   // sampled is true when only some rows were evaluated.
   bool sampled() const { return rows_used < rows_total; }
@@ -106,8 +109,9 @@ inline constexpr int64_t kSummarySampleElements = int64_t{1} << 16;
 
 // ComputeTensorStats computes the statistics of `x` (contiguous, CPU, of an
 // observable dtype) quantized with `qparams` (as an observer returns them,
-// scales in x's dtype) and `global_scale` under `args`, in parallel on
-// `threads` threads (as --threads; the results do not depend on it). With
+// scales in x's dtype) and `global_scale` under `args`, vectorised
+// (core/cpu/simd_kernels.h SimdQuantErrorStats) on `threads` threads (as
+// --threads; the results do not depend on it). With
 // max_elements > 0 and a larger tensor, only every k-th band of rows is
 // evaluated (bands of a unit's height; k as small as keeps the count at or
 // under max_elements, at least one band): rows_used says how many.

@@ -1,0 +1,128 @@
+// Private to core/cpu: the plain-data descriptions of one kernel call that the
+// dispatching code (compiled once) hands to the per-SIMD-target code
+// (compiled once per target by Highway's foreach_target mechanism).
+#ifndef QCAL_CORE_CPU_KERNEL_JOBS_H_
+#define QCAL_CORE_CPU_KERNEL_JOBS_H_
+
+#include <cstdint>
+
+#include "core/layout.h"
+#include "core/quant_math.h"
+
+namespace qcal {
+namespace internal_cpu {
+
+// MinMaxJob is one validated min/max request.
+struct MinMaxJob {
+  const void* data = nullptr;
+  TileGrid grid;
+  FloatFormat format = FloatFormat::kF32;
+  bool skip_nonfinite = false;
+  int threads = 1;
+  float* out_min = nullptr;
+  float* out_max = nullptr;
+  int64_t* first_nonfinite = nullptr;  // may be null
+};
+
+// CandidateConsts are one (unit, candidate)'s fake-quantization constants
+// (from CandidateParams<F>): the scale, the zero point rounded to the
+// observed format and as stored, and the effective scale under a global
+// scale.
+struct CandidateConsts {
+  float scale;
+  float zero_point_rounded;
+  float zero_point;
+  float effective_scale;
+};
+
+// PowMode selects PowNorm's computation for float32 tensors.
+enum class PowMode : uint8_t { kGeneral, kSquare, kCube, kSqrt };
+
+// kShrinkPad is the padding of MseJob::shrink_padded (the widest vector).
+inline constexpr int64_t kShrinkPad = 16;
+
+// MseJob is one validated MSE-error request with its per-candidate constants
+// precomputed.
+struct MseJob {
+  const void* data = nullptr;
+  TileGrid grid;
+  FloatFormat format = FloatFormat::kF32;
+  QuantSpec spec;
+  bool has_global_scale = false;
+  bool skip_nonfinite = false;
+  float norm_exponent = 2.4f;
+  PowMode pow_mode = PowMode::kGeneral;
+  // Symmetric args whose clamp bounds and grid values are all values of the
+  // format (see AbsError in mse_kernels.cc).
+  bool lean = false;
+  // PowNorm<F> of every non-negative F value, indexed by its bit pattern
+  // (f16 / bf16 only; 2^15 entries).
+  const float* pow_table = nullptr;
+  float global_scale = 1.0f;
+  const int64_t* units = nullptr;
+  const float* unit_min = nullptr;
+  const float* unit_max = nullptr;
+  int64_t num_units = 0;
+  const float* shrink = nullptr;
+  // The shrink factors again, padded (repeating the last) to a multiple of
+  // kShrinkPad, so that vector code loads them without a tail.
+  const float* shrink_padded = nullptr;
+  int64_t num_candidates = 0;
+  int threads = 1;
+  float* errors = nullptr;  // [unit][candidate]
+};
+
+// LeanArgs is true when fake quantization of `format` values under `spec`
+// may leave out steps that provably change nothing (see AbsError in
+// mse_kernels.cc): a 16-bit format, symmetric args (zero point 0), clamp
+// bounds that are values of the format, and grid values that all are (fp8
+// and fp4 values always are; integers up to 2^(mantissa bits + 1): 256 in
+// bf16, 2048 in f16).
+inline bool LeanArgs(FloatFormat format, const QuantSpec& spec) {
+  if (format == FloatFormat::kF32 || !spec.symmetric) return false;
+  const float qmin = spec.q_min, qmax = spec.q_max;
+  const bool bounds_exact =
+      RoundTo(format, qmin) == qmin && RoundTo(format, qmax) == qmax;
+  const float int_limit = format == FloatFormat::kBF16 ? 256.0f : 2048.0f;
+  const bool grid_exact = spec.kind != QuantKind::kInt ||
+                          (-qmin <= int_limit && qmax <= int_limit);
+  return bounds_exact && grid_exact;
+}
+
+// QuantStatsJob is one validated SimdQuantErrorStats request.
+struct QuantStatsJob {
+  const void* data = nullptr;
+  TileGrid grid;
+  FloatFormat format = FloatFormat::kF32;
+  QuantSpec spec;
+  bool has_global_scale = false;
+  float global_scale = 1.0f;
+  const void* scale = nullptr;       // one value of `format` per unit
+  const void* zero_point = nullptr;  // one stored zero point per unit
+  ZeroPointKind zp_kind = ZeroPointKind::kI8;
+  int threads = 1;
+  // Per row: signal, noise, clipped, finite (QuantErrorRowStats' layout).
+  double* signal = nullptr;
+  double* noise = nullptr;
+  int64_t* clipped = nullptr;
+  int64_t* finite = nullptr;
+};
+
+// UnitCandidates computes listed unit i's fake-quantization parameters for
+// every candidate with the scalar CandidateParams<F> (the kernels' fallback
+// for rows with non-finite values; the vector path derives the same values
+// with CandidateConstsV).
+template <FloatFormat F>
+inline void UnitCandidates(const MseJob& job, int64_t i,
+                           FakeQuantParams* params) {
+  for (int64_t c = 0; c < job.num_candidates; ++c) {
+    params[c] = CandidateParams<F>(job.unit_min[i], job.unit_max[i],
+                                   job.shrink[c], job.spec,
+                                   job.has_global_scale, job.global_scale);
+  }
+}
+
+}  // namespace internal_cpu
+}  // namespace qcal
+
+#endif  // QCAL_CORE_CPU_KERNEL_JOBS_H_

@@ -1,0 +1,1031 @@
+// Vectorised, fused MSE-error evaluation (SimdMseErrors), compiled for every
+// SIMD target by Highway (this file is re-included once per target).
+//
+// Work is a list of units, each a rectangle of rows. For each row of a unit
+// the row is converted once into a float32 buffer (zero-padded to a multiple
+// of 16) that stays in L1/L2 cache while every requested candidate is
+// evaluated on it, with the candidate's constants in registers: each unit's
+// data is read from memory once per call.
+//
+// Per element and candidate the kernel computes ErrorTerm<F>(x,
+// FakeQuantize<F>(x)) with the same IEEE operations in the same order as the
+// scalar code (core/cpu/simd_math-inl.h), and adds it to the double
+// accumulator of lane (column offset % 16) in column order, exactly the
+// canonical order of MseRequest: 16 consecutive floats are 16/N vectors of N
+// floats, each split into two halves widened to double, so accumulator
+// vector 2i + h holds lanes [i N + h N/2, i N + (h + 1) N/2). The last,
+// partial block of a row is masked lane by lane. For f16/bf16 tensors the
+// error term |e|^norm takes one of 2^15 values (e is a value of the format),
+// so it is looked up in a table of PowNorm<F> built once per exponent.
+//
+// Each unit's candidate constants (CandidateParams<F>) are computed
+// vectorised across the candidates, bit for bit as the scalar code.
+//
+// Rows that contain a non-finite value (only possible with kSkip, or when a
+// caller bypasses the min/max check) go through the scalar RowErrorSum.
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "core/cpu/kernel_jobs.h"
+#include "core/element_access.h"
+#include "core/parallel.h"
+#include "core/quant_math.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "core/cpu/mse_kernels.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/aligned_allocator.h"
+#include "hwy/highway.h"
+#include "core/cpu/simd_math-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace qcal {
+namespace internal_cpu {
+namespace HWY_NAMESPACE {
+
+namespace hn = hwy::HWY_NAMESPACE;
+namespace simd = qcal::HWY_NAMESPACE::simd;
+
+using DF = hn::ScalableTag<float>;
+constexpr size_t kNF = hn::MaxLanes(DF());
+static_assert(kErrorSumLanes % kNF == 0, "16 must be a multiple of lanes");
+// Float vectors per block of 16 columns. Each float vector is widened to
+// double in kParts parts of kDL lanes (halves; the whole single lane on the
+// scalar target), each with its own accumulator vector.
+constexpr size_t kVecs = kErrorSumLanes / kNF;
+#if HWY_TARGET == HWY_SCALAR
+constexpr size_t kParts = 1;
+using DFP = DF;
+#else
+constexpr size_t kParts = 2;
+using DFP = hn::Half<DF>;
+#endif
+constexpr size_t kDL = kNF / kParts;
+constexpr size_t kAccs = kVecs * kParts;
+using DD = hn::Rebind<double, DFP>;
+
+// Part kPart of a float vector (see kParts).
+template <size_t kPart>
+HWY_INLINE hn::Vec<DFP> Part(hn::Vec<DF> v) {
+#if HWY_TARGET == HWY_SCALAR
+  return v;
+#else
+  if constexpr (kPart == 0) {
+    return hn::LowerHalf(DFP(), v);
+  } else {
+    return hn::UpperHalf(DFP(), v);
+  }
+#endif
+}
+
+// QuantizeToGrid<F>: the grid value of x (NaN or junk for non-finite x).
+template <FloatFormat F, QuantKind K, bool kGlobal>
+HWY_INLINE hn::Vec<DF> QuantizeV(DF df, hn::Vec<DF> x, hn::Vec<DF> scale,
+                                 hn::Vec<DF> zp_rounded, hn::Vec<DF> eff,
+                                 hn::Vec<DF> q_min, hn::Vec<DF> q_max) {
+  if constexpr (kGlobal) {
+    // Promoted to float32 throughout; the grid value stays float32 until
+    // dequantized.
+    auto q = hn::Add(hn::Div(x, eff), zp_rounded);
+    q = hn::Min(hn::Max(q, q_min), q_max);
+    return simd::GridV<K>(df, q);
+  } else {
+    auto q = simd::RoundV<F>(df, hn::Div(x, scale));
+    q = simd::RoundV<F>(df, hn::Add(q, zp_rounded));
+    q = simd::RoundV<F>(df, hn::Min(hn::Max(q, q_min), q_max));
+    return simd::RoundV<F>(df, simd::GridV<K>(df, q));
+  }
+}
+
+// DequantizeFromGrid<F> of a grid value.
+template <FloatFormat F, bool kGlobal>
+HWY_INLINE hn::Vec<DF> DequantizeV(DF df, hn::Vec<DF> q, hn::Vec<DF> scale,
+                                   hn::Vec<DF> zp_rounded, hn::Vec<DF> zp,
+                                   hn::Vec<DF> eff) {
+  if constexpr (kGlobal) {
+    // The zero point converted straight to float32.
+    return simd::RoundV<F>(df, hn::Mul(hn::Sub(q, zp), eff));
+  } else {
+    return simd::RoundV<F>(
+        df, hn::Mul(simd::RoundV<F>(df, hn::Sub(q, zp_rounded)), scale));
+  }
+}
+
+// fake_quantize(x) - x, rounded to F, in absolute value (ErrorTerm's |e|).
+//
+// kLean (symmetric args whose clamp bounds and grid values are values of F,
+// and F != f32) leaves out steps that provably change nothing: adding and
+// subtracting a zero point of 0 (which could only turn -0 into +0 in q and
+// fq; a zero's sign never reaches |fq - x|, which is |x| or 0 then), and
+// rounding to F a clamp result or a grid value that already is a value of F.
+template <FloatFormat F, QuantKind K, bool kGlobal, bool kLean>
+HWY_INLINE hn::Vec<DF> AbsError(DF df, hn::Vec<DF> x, hn::Vec<DF> scale,
+                                hn::Vec<DF> zp_rounded, hn::Vec<DF> zp,
+                                hn::Vec<DF> eff, hn::Vec<DF> q_min,
+                                hn::Vec<DF> q_max) {
+  hn::Vec<DF> fq;
+  if constexpr (kLean && !kGlobal) {
+    auto q = simd::RoundV<F>(df, hn::Div(x, scale));
+    q = simd::GridV<K>(df, hn::Min(hn::Max(q, q_min), q_max));
+    fq = simd::RoundV<F>(df, hn::Mul(q, scale));
+  } else {
+    fq = DequantizeV<F, kGlobal>(
+        df, QuantizeV<F, K, kGlobal>(df, x, scale, zp_rounded, eff, q_min, q_max),
+        scale, zp_rounded, zp, eff);
+  }
+  return hn::Abs(simd::RoundV<F>(df, hn::Sub(fq, x)));
+}
+
+// Table index of a non-negative value of F (or NaN) held in a float: its
+// bit pattern in F.
+template <FloatFormat F>
+HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> TableIndex(DF df, hn::Vec<DF> e) {
+  const hn::RebindToUnsigned<DF> du;
+  const hn::RebindToSigned<DF> di;
+  const auto u = hn::BitCast(du, e);
+  if constexpr (F == FloatFormat::kBF16) {
+    return hn::BitCast(di, hn::ShiftRight<16>(u));
+  } else {
+    // Normal halves: rebias the exponent; subnormal halves: e * 2^24 is the
+    // mantissa (exact); infinity and NaN: their canonical codes.
+    // e >= 0 (or a NaN without sign), so its bits compare as signed ints.
+    const auto ui = hn::BitCast(di, u);
+    const auto normal = hn::Sub(hn::ShiftRight<13>(ui), hn::Set(di, 0x1C000));
+    const auto sub = hn::ConvertTo(di, hn::Mul(e, hn::Set(df, 16777216.0f)));
+    auto idx = hn::IfThenElse(hn::Lt(ui, hn::Set(di, 0x38800000)), sub, normal);
+    idx = hn::IfThenElse(
+        hn::Gt(ui, hn::Set(di, 0x7F7FFFFF)),
+        hn::IfThenElse(hn::Eq(ui, hn::Set(di, 0x7F800000)),
+                       hn::Set(di, 0x7C00), hn::Set(di, 0x7E00)),
+        idx);
+    return idx;
+  }
+}
+
+// The error terms |e|^norm of a vector of error magnitudes, widened to
+// double in kParts parts.
+template <FloatFormat F, PowMode kPow>
+HWY_INLINE void Terms(hn::Vec<DF> e, hn::Vec<DD> exponent,
+                      const float* HWY_RESTRICT table, hn::Vec<DD>* t) {
+  const DF df;
+  const DFP dfp;
+  const DD dd;
+  if constexpr (F == FloatFormat::kF32 && kPow == PowMode::kGeneral) {
+    // PowPositive in double, rounded to float32 (static_cast<float>), then
+    // widened for the sum.
+    t[0] = hn::PromoteTo(
+        dd, simd::DemoteF64V(dfp, simd::PowPositiveV(
+                                      dd, hn::PromoteTo(dd, Part<0>(e)),
+                                      exponent)));
+    if constexpr (kParts == 2) {
+      t[1] = hn::PromoteTo(
+          dd, simd::DemoteF64V(dfp, simd::PowPositiveV(
+                                        dd, hn::PromoteTo(dd, Part<1>(e)),
+                                        exponent)));
+    }
+  } else {
+    hn::Vec<DF> v;
+    if constexpr (F != FloatFormat::kF32) {
+      v = hn::GatherIndex(df, table, TableIndex<F>(df, e));
+    } else if constexpr (kPow == PowMode::kSquare) {
+      v = hn::Mul(e, e);
+    } else if constexpr (kPow == PowMode::kCube) {
+      v = hn::Mul(hn::Mul(e, e), e);
+    } else {
+      v = hn::Sqrt(e);
+    }
+    t[0] = hn::PromoteTo(dd, Part<0>(v));
+    if constexpr (kParts == 2) t[1] = hn::PromoteTo(dd, Part<1>(v));
+  }
+}
+
+// Adds the error terms of one block of 16 values (kVecs vectors at x) to
+// the accumulators; `valid` leading lanes count (16 for a full block).
+template <FloatFormat F, QuantKind K, bool kGlobal, bool kLean, PowMode kPow,
+          bool kMasked>
+HWY_INLINE void AccumulateBlock(const float* HWY_RESTRICT x, size_t valid,
+                                const CandidateConsts& c, hn::Vec<DF> q_min,
+                                hn::Vec<DF> q_max, hn::Vec<DD> exponent,
+                                const float* HWY_RESTRICT table,
+                                hn::Vec<DD>* acc) {
+  const DF df;
+  const DD dd;
+  const auto scale = hn::Set(df, c.scale);
+  const auto zp_rounded = hn::Set(df, c.zero_point_rounded);
+  const auto zp = hn::Set(df, c.zero_point);
+  const auto eff = hn::Set(df, c.effective_scale);
+  for (size_t i = 0; i < kVecs; ++i) {
+    const auto xv = hn::Load(df, x + i * kNF);
+    const auto e = AbsError<F, K, kGlobal, kLean>(df, xv, scale, zp_rounded,
+                                                  zp, eff, q_min, q_max);
+    hn::Vec<DD> t[kParts];
+    Terms<F, kPow>(e, exponent, table, t);
+    for (size_t p = 0; p < kParts; ++p) {
+      if constexpr (kMasked) {
+        const size_t base = i * kNF + p * kDL;
+        const size_t n = valid > base ? std::min(valid - base, kDL) : 0;
+        t[p] = hn::IfThenElseZero(hn::FirstN(dd, n), t[p]);
+      }
+      // Adding a masked-out +0.0 leaves an accumulator unchanged (they
+      // start at +0.0 and only grow), so this is exactly "skip the lane".
+      acc[kParts * i + p] = hn::Add(acc[kParts * i + p], t[p]);
+    }
+  }
+}
+
+// Row sums of every candidate for one row held in x (n values, zero-padded
+// to a multiple of 16, all finite).
+template <FloatFormat F, QuantKind K, bool kGlobal, bool kLean, PowMode kPow>
+HWY_NOINLINE void CandidateRowSums(const MseJob& job,
+                                   const float* HWY_RESTRICT x, int64_t n,
+                                   const CandidateConsts* consts,
+                                   double* sums) {
+  const DF df;
+  const DD dd;
+  const auto q_min = hn::Set(df, job.spec.q_min);
+  const auto q_max = hn::Set(df, job.spec.q_max);
+  const auto exponent = hn::Set(dd, static_cast<double>(job.norm_exponent));
+  const int64_t full = n / kErrorSumLanes;
+  const size_t rest = static_cast<size_t>(n % kErrorSumLanes);
+  HWY_ALIGN double lanes[kErrorSumLanes];
+  for (int64_t c = 0; c < job.num_candidates; ++c) {
+    hn::Vec<DD> acc[kAccs];
+    for (size_t a = 0; a < kAccs; ++a) acc[a] = hn::Zero(dd);
+    for (int64_t b = 0; b < full; ++b) {
+      AccumulateBlock<F, K, kGlobal, kLean, kPow, false>(
+          x + b * kErrorSumLanes, kErrorSumLanes, consts[c], q_min, q_max,
+          exponent, job.pow_table, acc);
+    }
+    if (rest != 0) {
+      AccumulateBlock<F, K, kGlobal, kLean, kPow, true>(
+          x + full * kErrorSumLanes, rest, consts[c], q_min, q_max,
+          exponent, job.pow_table, acc);
+    }
+    for (size_t a = 0; a < kAccs; ++a) {
+      hn::Store(acc[a], dd, lanes + a * kDL);
+    }
+    double sum = 0.0;
+    for (int l = 0; l < kErrorSumLanes; ++l) sum += lanes[l];
+    sums[c] = sum;
+  }
+}
+
+using RowSumsFn = void (*)(const MseJob&, const float*, int64_t,
+                           const CandidateConsts*, double*);
+
+template <FloatFormat F, QuantKind K, bool kGlobal, bool kLean>
+RowSumsFn PickPow(PowMode mode) {
+  if constexpr (F != FloatFormat::kF32) {
+    return &CandidateRowSums<F, K, kGlobal, kLean, PowMode::kGeneral>;
+  } else {
+    switch (mode) {
+      case PowMode::kSquare:
+        return &CandidateRowSums<F, K, kGlobal, kLean, PowMode::kSquare>;
+      case PowMode::kCube:
+        return &CandidateRowSums<F, K, kGlobal, kLean, PowMode::kCube>;
+      case PowMode::kSqrt:
+        return &CandidateRowSums<F, K, kGlobal, kLean, PowMode::kSqrt>;
+      default:
+        return &CandidateRowSums<F, K, kGlobal, kLean, PowMode::kGeneral>;
+    }
+  }
+}
+
+template <FloatFormat F, QuantKind K>
+RowSumsFn PickGlobal(const MseJob& job) {
+  if (job.has_global_scale) return PickPow<F, K, true, false>(job.pow_mode);
+  if constexpr (F != FloatFormat::kF32) {
+    if (job.lean) return PickPow<F, K, false, true>(job.pow_mode);
+  }
+  return PickPow<F, K, false, false>(job.pow_mode);
+}
+
+template <FloatFormat F>
+RowSumsFn PickKind(const MseJob& job) {
+  switch (job.spec.kind) {
+    case QuantKind::kFp8:
+      return PickGlobal<F, QuantKind::kFp8>(job);
+    case QuantKind::kFp4:
+      return PickGlobal<F, QuantKind::kFp4>(job);
+    default:
+      return PickGlobal<F, QuantKind::kInt>(job);
+  }
+}
+
+// MinF / MaxF / ClampF of core/quant_math.h for non-NaN inputs, with the
+// scalar functions' choice between equal values (Highway's Min/Max leave it
+// to the target).
+template <class V>
+HWY_INLINE V MinFV(V a, V b) {
+  return hn::IfThenElse(hn::Lt(a, b), a, b);
+}
+template <class V>
+HWY_INLINE V MaxFV(V a, V b) {
+  return hn::IfThenElse(hn::Gt(a, b), a, b);
+}
+template <class V>
+HWY_INLINE V ClampFV(V x, V lo, V hi) {
+  return hn::IfThenElse(hn::Lt(x, lo), lo, hn::IfThenElse(hn::Gt(x, hi), hi, x));
+}
+
+// FloatToIntLikeTorch of integer-valued floats, widened back to float.
+HWY_INLINE hn::Vec<DF> ZeroPointToIntV(hn::Vec<DF> x, ZeroPointKind kind) {
+  const DF df;
+  const hn::RebindToSigned<DF> di;
+  // Truncate; out of [-2^31, 2^31) (and NaN) gives INT32_MIN, as x86's cast.
+  const auto in_range = hn::And(hn::Ge(x, hn::Set(df, -2147483648.0f)),
+                                hn::Lt(x, hn::Set(df, 2147483648.0f)));
+  auto v = hn::IfThenElse(hn::RebindMask(di, in_range), hn::ConvertTo(di, x),
+                          hn::Set(di, std::numeric_limits<int32_t>::min()));
+  if (kind == ZeroPointKind::kI8) {
+    v = hn::ShiftRight<24>(hn::ShiftLeft<24>(v));
+  } else if (kind == ZeroPointKind::kI16) {
+    v = hn::ShiftRight<16>(hn::ShiftLeft<16>(v));
+  }
+  return hn::ConvertTo(df, v);
+}
+
+// CandidateParams<F> (then the kernel's constants) of one unit with absolute
+// range [a, b] for Lanes(DF) shrink factors at once, lane by lane the bits of
+// the scalar ComputeQParams<F> / MakeFakeQuantParams (inputs are finite).
+template <FloatFormat F>
+HWY_INLINE void CandidateConstsV(const MseJob& job, float a, float b,
+                                 const float* HWY_RESTRICT shrink,
+                                 float* HWY_RESTRICT scale,
+                                 float* HWY_RESTRICT zero_point,
+                                 float* HWY_RESTRICT effective) {
+  const DF df;
+  const QuantSpec& spec = job.spec;
+  const auto p = hn::LoadU(df, shrink);
+  const auto zero = hn::Zero(df);
+  const auto cmin = simd::RoundV<F>(df, hn::Mul(p, hn::Set(df, a)));
+  const auto cmax = simd::RoundV<F>(df, hn::Mul(p, hn::Set(df, b)));
+  // We extend the [min, max] interval to ensure that it contains 0.
+  const auto mn = MinFV(cmin, zero);
+  const auto mx = MaxFV(cmax, zero);
+  const auto g = hn::Set(df, job.global_scale);
+  const auto eps = hn::Set(df, kFloat32Eps);
+  hn::Vec<DF> s, zp;
+  if (spec.symmetric) {
+    const auto max_pos = MaxFV(hn::Abs(mn), hn::Abs(mx));
+    if (spec.kind == QuantKind::kFp4 && job.has_global_scale) {
+      s = hn::Mul(g, simd::RoundV<F>(df, hn::Div(max_pos, hn::Set(df, kFp4Max))));
+      s = ClampFV(s, hn::Set(df, -kE4m3fnMax), hn::Set(df, kE4m3fnMax));
+      s = simd::E4m3V(df, s);
+      s = hn::IfThenElse(hn::Eq(s, zero), hn::Set(df, kFp8ZeroScale), s);
+    } else {
+      s = simd::RoundV<F>(df,
+                          hn::Div(max_pos, hn::Set(df, spec.bit_range * 0.5f)));
+      s = MaxFV(s, eps);
+    }
+    zp = zero;
+  } else {
+    s = simd::RoundV<F>(
+        df, hn::Div(simd::RoundV<F>(df, hn::Sub(mx, mn)),
+                    hn::Set(df, spec.bit_range)));
+    s = MaxFV(s, eps);
+    const auto q_min = hn::Set(df, spec.q_min);
+    zp = simd::RoundV<F>(
+        df, hn::Sub(q_min, simd::RoundV<F>(df, hn::Div(mn, s))));
+    zp = simd::RoundV<F>(df, ClampFV(zp, q_min, hn::Set(df, spec.q_max)));
+    if (spec.zp_kind == ZeroPointKind::kF8) {
+      zp = simd::E4m3V(df, zp);
+    } else {
+      zp = ZeroPointToIntV(simd::RoundV<F>(df, hn::Round(zp)), spec.zp_kind);
+    }
+  }
+  hn::StoreU(s, df, scale);
+  hn::StoreU(zp, df, zero_point);
+  hn::StoreU(job.has_global_scale ? hn::Div(s, g) : s, df, effective);
+}
+
+// The kernel constants of listed unit i for every candidate.
+template <FloatFormat F>
+HWY_INLINE void UnitConsts(const MseJob& job, int64_t i,
+                           CandidateConsts* consts) {
+  const int64_t n = job.num_candidates;
+  static_assert(kShrinkPad % kNF == 0, "padding must cover whole vectors");
+  HWY_ALIGN float scale[kNF], zp[kNF], eff[kNF];
+  for (int64_t c0 = 0; c0 < n; c0 += kNF) {
+    const int64_t m = std::min<int64_t>(kNF, n - c0);
+    CandidateConstsV<F>(job, job.unit_min[i], job.unit_max[i],
+                        job.shrink_padded + c0, scale, zp, eff);
+    for (int64_t k = 0; k < m; ++k) {
+      consts[c0 + k] =
+          CandidateConsts{scale[k], Round<F>(zp[k]), zp[k], eff[k]};
+    }
+  }
+}
+
+// Converts n elements of row data to float32 into buf (zero-padded to a
+// multiple of 16); returns whether all are finite.
+template <FloatFormat F>
+HWY_INLINE bool LoadRow(const void* data, int64_t begin, int64_t n,
+                        float* HWY_RESTRICT buf) {
+  const DF df;
+  const hn::RebindToSigned<DF> du;
+  const int64_t padded =
+      (n + kErrorSumLanes - 1) / kErrorSumLanes * kErrorSumLanes;
+  const int64_t vec_end = n / kNF * kNF;
+  auto any_bad = hn::Zero(du);
+  const auto mag = hn::Set(du, 0x7FFFFFFF);
+  for (int64_t i = 0; i < vec_end; i += kNF) {
+    const auto v = simd::LoadF32V<F>(df, data, begin + i);
+    // A value is non-finite when its magnitude bits are >= 0x7F800000:
+    // keep the largest magnitude and test once.
+    any_bad = hn::Max(any_bad, hn::And(hn::BitCast(du, v), mag));
+    hn::Store(v, df, buf + i);
+  }
+  bool finite =
+      hn::GetLane(hn::MaxOfLanes(du, any_bad)) < 0x7F800000;
+  for (int64_t i = vec_end; i < n; ++i) {
+    const float v = LoadAs<F>(data, begin + i);
+    finite = finite && IsFiniteF(v);
+    buf[i] = v;
+  }
+  for (int64_t i = n; i < padded; ++i) buf[i] = 0.0f;
+  return finite;
+}
+
+template <FloatFormat F>
+void MseImpl(const MseJob& job) {
+  const TileGrid& g = job.grid;
+  const int64_t gc = g.grid_cols();
+  const int64_t ncand = job.num_candidates;
+  const RowSumsFn row_sums = PickKind<F>(job);
+  // Rows of listed unit i.
+  auto unit_rows = [&](int64_t i) {
+    const int64_t ti = job.units[i] / gc;
+    return g.row_end(ti) - g.row_begin(ti);
+  };
+  // Per-thread scratch: the row as float32, the unit's constants.
+  struct Scratch {
+    hwy::AlignedFreeUniquePtr<float[]> buf;
+    std::vector<FakeQuantParams> params;
+    std::vector<CandidateConsts> consts;
+    std::vector<double> row;
+    std::vector<double> total;
+  };
+  const int64_t max_cols = std::min(g.tile_cols, g.cols);
+  const int64_t buf_len =
+      (max_cols + kErrorSumLanes - 1) / kErrorSumLanes * kErrorSumLanes;
+  auto make_scratch = [&]() {
+    Scratch s{hwy::AllocateAligned<float>(buf_len), {}, {}, {}, {}};
+    s.params.resize(ncand);
+    s.consts.resize(ncand);
+    s.row.resize(ncand);
+    s.total.resize(ncand);
+    return s;
+  };
+  // One row of listed unit i (whose constants are in s): every candidate's
+  // row sum into out[ncand].
+  auto do_row = [&](int64_t i, int64_t row_in_unit, Scratch& s, double* out) {
+    const int64_t u = job.units[i];
+    const int64_t ti = u / gc, tj = u % gc;
+    const int64_t r = g.row_begin(ti) + row_in_unit;
+    const int64_t c0 = g.col_begin(tj), n = g.col_end(tj) - c0;
+    const int64_t begin = r * g.cols + c0;
+    if (LoadRow<F>(job.data, begin, n, s.buf.get())) {
+      row_sums(job, s.buf.get(), n, s.consts.data(), out);
+      return;
+    }
+    // A row with non-finite values: the scalar reference path.
+    UnitCandidates<F>(job, i, s.params.data());
+    const void* data = job.data;
+    auto load = [data, begin](int64_t k) { return LoadAs<F>(data, begin + k); };
+    for (int64_t c = 0; c < ncand; ++c) {
+      out[c] = RowErrorSum<F>(load, n, s.params[c], job.spec,
+                              job.norm_exponent, job.skip_nonfinite);
+    }
+  };
+  const int threads = job.threads;
+  // Work of one row, to size the hand-out chunks (~2^16 element-candidates).
+  const int64_t row_work = std::max<int64_t>(1, max_cols * ncand);
+  const bool few_units = job.num_units < 4 * static_cast<int64_t>(threads);
+  bool single_rows = true;
+  for (int64_t i = 0; i < job.num_units && single_rows; ++i) {
+    single_rows = unit_rows(i) == 1;
+  }
+  if (!few_units || single_rows || threads == 1) {
+    // Units are the work items; a unit's rows are added in row order. They
+    // are visited in memory order (by tile row, a stable counting sort):
+    // callers list group units column by column, and jumping a row per
+    // unit would defeat the hardware prefetchers.
+    std::vector<int64_t> order(job.num_units);
+    {
+      const int64_t gr = g.grid_rows();
+      std::vector<int64_t> first(gr + 1, 0);
+      for (int64_t i = 0; i < job.num_units; ++i) ++first[job.units[i] / gc + 1];
+      for (int64_t t = 0; t < gr; ++t) first[t + 1] += first[t];
+      for (int64_t i = 0; i < job.num_units; ++i) {
+        order[first[job.units[i] / gc]++] = i;
+      }
+    }
+    const int64_t unit_work =
+        std::max<int64_t>(1, row_work * std::max<int64_t>(1, g.tile_rows));
+    ParallelFor(job.num_units, threads,
+                std::max<int64_t>(1, (int64_t{1} << 16) / unit_work),
+                [&](int64_t begin, int64_t end) {
+                  Scratch s = make_scratch();
+                  for (int64_t pos = begin; pos < end; ++pos) {
+                    const int64_t i = order[pos];
+                    UnitConsts<F>(job, i, s.consts.data());
+                    std::fill(s.total.begin(), s.total.end(), 0.0);
+                    const int64_t rows = unit_rows(i);
+                    for (int64_t k = 0; k < rows; ++k) {
+                      do_row(i, k, s, s.row.data());
+                      for (int64_t c = 0; c < ncand; ++c) {
+                        s.total[c] += s.row[c];
+                      }
+                    }
+                    for (int64_t c = 0; c < ncand; ++c) {
+                      job.errors[i * ncand + c] = FinishErrorSum<F>(s.total[c]);
+                    }
+                  }
+                });
+    return;
+  }
+  // Few units with many rows (tensor, a few blocks): rows are the work
+  // items; their sums are kept and added per unit in row order afterwards.
+  std::vector<int64_t> start(job.num_units + 1, 0);
+  for (int64_t i = 0; i < job.num_units; ++i) {
+    start[i + 1] = start[i] + unit_rows(i);
+  }
+  const int64_t items = start.back();
+  std::vector<double> sums(static_cast<size_t>(items * ncand));
+  ParallelFor(items, threads,
+              std::max<int64_t>(1, (int64_t{1} << 16) / row_work),
+              [&](int64_t begin, int64_t end) {
+                Scratch s = make_scratch();
+                int64_t i = std::upper_bound(start.begin(), start.end(), begin) -
+                            start.begin() - 1;
+                int64_t consts_of = -1;
+                for (int64_t item = begin; item < end; ++item) {
+                  while (item >= start[i + 1]) ++i;
+                  if (consts_of != i) {
+                    UnitConsts<F>(job, i, s.consts.data());
+                    consts_of = i;
+                  }
+                  do_row(i, item - start[i], s, sums.data() + item * ncand);
+                }
+              });
+  for (int64_t i = 0; i < job.num_units; ++i) {
+    for (int64_t c = 0; c < ncand; ++c) {
+      double total = 0.0;
+      for (int64_t item = start[i]; item < start[i + 1]; ++item) {
+        total += sums[item * ncand + c];
+      }
+      job.errors[i * ncand + c] = FinishErrorSum<F>(total);
+    }
+  }
+}
+
+void PowNormTarget(FloatFormat format, const float* a, int64_t n,
+                   float exponent, const float* table, float* out) {
+  const DF df;
+  const DD dd;
+  const auto ed = hn::Set(dd, static_cast<double>(exponent));
+  HWY_ALIGN float in[kNF];
+  HWY_ALIGN double parts[kNF];
+  for (int64_t i = 0; i < n; i += kNF) {
+    const int64_t m = std::min<int64_t>(kNF, n - i);
+    for (int64_t k = 0; k < static_cast<int64_t>(kNF); ++k) {
+      in[k] = k < m ? a[i + k] : 0.0f;
+    }
+    const auto e = hn::Load(df, in);
+    hn::Vec<DD> t[kParts];
+    if (format == FloatFormat::kF32) {
+      Terms<FloatFormat::kF32, PowMode::kGeneral>(e, ed, table, t);
+    } else if (format == FloatFormat::kBF16) {
+      Terms<FloatFormat::kBF16, PowMode::kGeneral>(e, ed, table, t);
+    } else {
+      Terms<FloatFormat::kF16, PowMode::kGeneral>(e, ed, table, t);
+    }
+    for (size_t p = 0; p < kParts; ++p) hn::Store(t[p], dd, parts + p * kDL);
+    for (int64_t k = 0; k < m; ++k) out[i + k] = static_cast<float>(parts[k]);
+  }
+}
+
+void CandidateParamsTarget(const MseJob& job, FakeQuantParams* out) {
+  std::vector<CandidateConsts> consts(job.num_candidates);
+  switch (job.format) {
+    case FloatFormat::kF16:
+      UnitConsts<FloatFormat::kF16>(job, 0, consts.data());
+      break;
+    case FloatFormat::kBF16:
+      UnitConsts<FloatFormat::kBF16>(job, 0, consts.data());
+      break;
+    default:
+      UnitConsts<FloatFormat::kF32>(job, 0, consts.data());
+      break;
+  }
+  for (int64_t c = 0; c < job.num_candidates; ++c) {
+    out[c].scale = consts[c].scale;
+    out[c].zero_point = consts[c].zero_point;
+    out[c].has_global_scale = job.has_global_scale;
+    out[c].effective_scale = consts[c].effective_scale;
+  }
+}
+
+// ------------------------------------------------ quantization statistics
+
+// One row's statistics (see SimdQuantErrorStats), read from the tensor, or
+// from buf (the row as float32 with 16 zero floats of padding) when given. kLean as in AbsError (the grid
+// value may then differ from QuantizeToGrid's in the sign of a zero only,
+// which changes neither the clipped count nor (x - fq)^2).
+template <FloatFormat F, QuantKind K, bool kGlobal, bool kLean>
+void RowQuantStats(const QuantStatsJob& job, int64_t r,
+                   float* HWY_RESTRICT buf) {
+  const DF df;
+  const DD dd;
+  const hn::RebindToSigned<DF> di;
+  const auto one = hn::Set(di, 1);
+  auto clipped_v = hn::Zero(di), finite_v = hn::Zero(di);
+  const TileGrid& g = job.grid;
+  const int64_t gc = g.grid_cols();
+  const int64_t ti = r / g.tile_rows;
+  const auto q_min = hn::Set(df, job.spec.q_min);
+  const auto q_max = hn::Set(df, job.spec.q_max);
+  hn::Vec<DD> acc_s[kAccs], acc_n[kAccs];
+  for (size_t a = 0; a < kAccs; ++a) {
+    acc_s[a] = hn::Zero(dd);
+    acc_n[a] = hn::Zero(dd);
+  }
+  int64_t clipped = 0, finite = 0;
+  for (int64_t tj = 0; tj < gc; ++tj) {
+    const int64_t u = ti * gc + tj;
+    const float scale = LoadAs<F>(job.scale, u);
+    const float zero_point = LoadZeroPoint(job.zero_point, u, job.zp_kind);
+    const auto vscale = hn::Set(df, scale);
+    const auto vzp_rounded = hn::Set(df, Round<F>(zero_point));
+    const auto vzp = hn::Set(df, zero_point);
+    const auto veff = hn::Set(
+        df, job.has_global_scale ? scale / job.global_scale : scale);
+    const int64_t c0 = g.col_begin(tj), n = g.col_end(tj) - c0;
+    for (int64_t b = 0; b < n; b += kErrorSumLanes) {
+      const int64_t valid = std::min<int64_t>(kErrorSumLanes, n - b);
+      for (size_t i = 0; i < kVecs; ++i) {
+        const int64_t base = b + static_cast<int64_t>(i * kNF);
+        // Rows but the last are read in place (a vector may run into the
+        // next row: those lanes are masked out); the last row from buf.
+        const auto x =
+            buf == nullptr
+                ? simd::LoadF32V<F>(df, job.data, r * g.cols + c0 + base)
+                : hn::LoadU(df, buf + c0 + base);
+        // Finite and inside the segment.
+        const auto mag = hn::And(hn::BitCast(di, x), hn::Set(di, 0x7FFFFFFF));
+        const auto ok = hn::And(
+            hn::RebindMask(df, hn::Lt(mag, hn::Set(di, 0x7F800000))),
+            hn::FirstN(df, static_cast<size_t>(
+                               std::max<int64_t>(0, valid - base + b))));
+        hn::Vec<DF> q, fq;
+        if constexpr (kLean && !kGlobal) {
+          q = simd::GridV<K>(
+              df, hn::Min(hn::Max(simd::RoundV<F>(df, hn::Div(x, vscale)),
+                                  q_min),
+                          q_max));
+          fq = simd::RoundV<F>(df, hn::Mul(q, vscale));
+        } else {
+          q = QuantizeV<F, K, kGlobal>(df, x, vscale, vzp_rounded, veff, q_min,
+                                       q_max);
+          fq = DequantizeV<F, kGlobal>(df, q, vscale, vzp_rounded, vzp, veff);
+        }
+        const auto oki = hn::RebindMask(di, ok);
+        finite_v = hn::Add(finite_v, hn::IfThenElseZero(oki, one));
+        clipped_v = hn::Add(
+            clipped_v,
+            hn::IfThenElseZero(
+                hn::RebindMask(di, hn::And(ok, hn::Or(hn::Eq(q, q_min),
+                                                       hn::Eq(q, q_max)))),
+                one));
+        // Masked-out lanes add +0.0: accumulators unchanged.
+        const auto xm = hn::IfThenElseZero(ok, x);
+        const auto fm = hn::IfThenElseZero(ok, fq);
+        const auto add = [&](size_t p, hn::Vec<DD> xd, hn::Vec<DD> fd) {
+          const auto e = hn::Sub(xd, fd);
+          acc_s[kParts * i + p] = hn::Add(acc_s[kParts * i + p], hn::Mul(xd, xd));
+          acc_n[kParts * i + p] = hn::Add(acc_n[kParts * i + p], hn::Mul(e, e));
+        };
+        add(0, hn::PromoteTo(dd, Part<0>(xm)), hn::PromoteTo(dd, Part<0>(fm)));
+        if constexpr (kParts == 2) {
+          add(1, hn::PromoteTo(dd, Part<1>(xm)),
+              hn::PromoteTo(dd, Part<1>(fm)));
+        }
+      }
+    }
+  }
+  HWY_ALIGN double lanes_s[kErrorSumLanes], lanes_n[kErrorSumLanes];
+  for (size_t a = 0; a < kAccs; ++a) {
+    hn::Store(acc_s[a], dd, lanes_s + a * kDL);
+    hn::Store(acc_n[a], dd, lanes_n + a * kDL);
+  }
+  double s = 0.0, e = 0.0;
+  for (int l = 0; l < kErrorSumLanes; ++l) {
+    s += lanes_s[l];
+    e += lanes_n[l];
+  }
+  // Per-lane counts of one row (each at most cols / lanes + 1) fit int32.
+  HWY_ALIGN int32_t counts[kNF];
+  hn::Store(clipped_v, di, counts);
+  for (size_t l = 0; l < kNF; ++l) clipped += counts[l];
+  hn::Store(finite_v, di, counts);
+  for (size_t l = 0; l < kNF; ++l) finite += counts[l];
+  job.signal[r] = s;
+  job.noise[r] = e;
+  job.clipped[r] = clipped;
+  job.finite[r] = finite;
+}
+
+using RowStatsFn = void (*)(const QuantStatsJob&, int64_t, float*);
+
+template <FloatFormat F, QuantKind K>
+RowStatsFn PickStatsGlobal(const QuantStatsJob& job) {
+  if (job.has_global_scale) return &RowQuantStats<F, K, true, false>;
+  if constexpr (F != FloatFormat::kF32) {
+    if (LeanArgs(F, job.spec)) return &RowQuantStats<F, K, false, true>;
+  }
+  return &RowQuantStats<F, K, false, false>;
+}
+
+// The tensor's last row as float32, zero-padded to buf_len.
+template <FloatFormat F>
+void LoadLastRow(const QuantStatsJob& job, int64_t r, float* buf,
+                 int64_t buf_len) {
+  const int64_t cols = job.grid.cols;
+  for (int64_t k = 0; k < cols; ++k) {
+    buf[k] = LoadAs<F>(job.data, r * cols + k);
+  }
+  for (int64_t k = cols; k < buf_len; ++k) buf[k] = 0.0f;
+}
+
+template <FloatFormat F>
+void QuantStatsImpl(const QuantStatsJob& job) {
+  RowStatsFn fn;
+  switch (job.spec.kind) {
+    case QuantKind::kFp8:
+      fn = PickStatsGlobal<F, QuantKind::kFp8>(job);
+      break;
+    case QuantKind::kFp4:
+      fn = PickStatsGlobal<F, QuantKind::kFp4>(job);
+      break;
+    default:
+      fn = PickStatsGlobal<F, QuantKind::kInt>(job);
+      break;
+  }
+  const int64_t cols = job.grid.cols;
+  const int64_t buf_len =
+      (cols + kErrorSumLanes - 1) / kErrorSumLanes * kErrorSumLanes +
+      kErrorSumLanes;
+  ParallelFor(job.grid.rows, job.threads,
+              std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, cols)),
+              [&](int64_t begin, int64_t end) {
+                for (int64_t r = begin; r < end; ++r) {
+                  // In-place vector loads may read up to 15 elements past
+                  // a row's end: fine except after the tensor's last row.
+                  if (r + 1 < job.grid.rows) {
+                    fn(job, r, nullptr);
+                    continue;
+                  }
+                  auto buf = hwy::AllocateAligned<float>(buf_len);
+                  LoadLastRow<F>(job, r, buf.get(), buf_len);
+                  fn(job, r, buf.get());
+                }
+              });
+}
+
+void QuantStatsTarget(const QuantStatsJob& job) {
+  switch (job.format) {
+    case FloatFormat::kF16:
+      return QuantStatsImpl<FloatFormat::kF16>(job);
+    case FloatFormat::kBF16:
+      return QuantStatsImpl<FloatFormat::kBF16>(job);
+    default:
+      return QuantStatsImpl<FloatFormat::kF32>(job);
+  }
+}
+
+void MseTarget(const MseJob& job) {
+  switch (job.format) {
+    case FloatFormat::kF16:
+      return MseImpl<FloatFormat::kF16>(job);
+    case FloatFormat::kBF16:
+      return MseImpl<FloatFormat::kBF16>(job);
+    default:
+      return MseImpl<FloatFormat::kF32>(job);
+  }
+}
+
+// NOLINTNEXTLINE(google-readability-namespace-comments)
+}  // namespace HWY_NAMESPACE
+}  // namespace internal_cpu
+}  // namespace qcal
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "core/cpu/reference_kernels.h"
+#include "core/cpu/simd_kernels.h"
+#include "core/qparams.h"
+#include "core/status_macros.h"
+
+namespace qcal {
+namespace internal_cpu {
+
+HWY_EXPORT(MseTarget);
+HWY_EXPORT(PowNormTarget);
+HWY_EXPORT(CandidateParamsTarget);
+HWY_EXPORT(QuantStatsTarget);
+
+namespace {
+
+// PowTable is PowNorm<F>(v, exponent) for every non-negative value v of a
+// 16-bit format, indexed by v's bit pattern (NaN codes map to NaN).
+struct PowTable {
+  FloatFormat format;
+  uint32_t exponent_bits;
+  std::vector<float> values;
+};
+
+template <FloatFormat F>
+std::vector<float> BuildPowTable(float exponent) {
+  std::vector<float> t(1 << 15);
+  for (uint32_t i = 0; i < t.size(); ++i) {
+    const uint16_t bits = static_cast<uint16_t>(i);
+    const float v = F == FloatFormat::kBF16 ? Bf16BitsToFloat(bits)
+                                            : F16BitsToFloat(bits);
+    t[i] = PowNorm<F>(v, exponent);
+  }
+  return t;
+}
+
+// Returns the (cached) table of `format` and `exponent`. Building one costs
+// 2^15 scalar pows; calibration uses one or two exponents per process.
+std::shared_ptr<const PowTable> GetPowTable(FloatFormat format,
+                                            float exponent) {
+  static std::mutex* mu = new std::mutex;  // never destroyed
+  static auto* cache = new std::vector<std::shared_ptr<const PowTable>>();
+  const uint32_t bits = FloatToBits(exponent);
+  {
+    std::lock_guard<std::mutex> lock(*mu);
+    for (const auto& t : *cache) {
+      if (t->format == format && t->exponent_bits == bits) return t;
+    }
+  }
+  auto table = std::make_shared<PowTable>();
+  table->format = format;
+  table->exponent_bits = bits;
+  table->values = format == FloatFormat::kBF16
+                      ? BuildPowTable<FloatFormat::kBF16>(exponent)
+                      : BuildPowTable<FloatFormat::kF16>(exponent);
+  std::lock_guard<std::mutex> lock(*mu);
+  if (cache->size() >= 8) cache->erase(cache->begin());
+  cache->push_back(table);
+  return table;
+}
+
+}  // namespace
+}  // namespace internal_cpu
+
+absl::Status SimdMseErrors(const MseRequest& request, const ExecOptions& exec,
+                           float* errors) {
+  absl::Status s = ValidateMseRequest(request);
+  if (!s.ok()) return s;
+  using internal_cpu::CandidateConsts;
+  internal_cpu::MseJob job;
+  job.data = request.x.data();
+  job.grid = request.grid;
+  job.format = request.format;
+  job.spec = request.spec;
+  job.has_global_scale = request.has_global_scale;
+  job.skip_nonfinite = request.nonfinite == NonFinitePolicy::kSkip;
+  job.norm_exponent = request.norm_exponent;
+  job.units = request.units.data();
+  job.num_units = static_cast<int64_t>(request.units.size());
+  job.num_candidates = static_cast<int64_t>(request.shrink.size());
+  job.threads = ResolveThreads(exec.threads);
+  job.errors = errors;
+  if (job.num_units == 0 || job.num_candidates == 0) return absl::OkStatus();
+  const float e = request.norm_exponent;
+  job.pow_mode = e == 2.0f   ? internal_cpu::PowMode::kSquare
+                 : e == 3.0f ? internal_cpu::PowMode::kCube
+                 : e == 0.5f ? internal_cpu::PowMode::kSqrt
+                             : internal_cpu::PowMode::kGeneral;
+  std::shared_ptr<const internal_cpu::PowTable> table;
+  if (request.format != FloatFormat::kF32) {
+    table = internal_cpu::GetPowTable(request.format, e);
+    job.pow_table = table->values.data();
+  }
+  job.global_scale = request.global_scale;
+  job.unit_min = request.unit_min.data();
+  job.unit_max = request.unit_max.data();
+  job.shrink = request.shrink.data();
+  std::vector<float> shrink_padded(
+      (job.num_candidates + internal_cpu::kShrinkPad - 1) /
+      internal_cpu::kShrinkPad * internal_cpu::kShrinkPad);
+  for (size_t c = 0; c < shrink_padded.size(); ++c) {
+    shrink_padded[c] = request.shrink[std::min<size_t>(c, request.shrink.size() - 1)];
+  }
+  job.shrink_padded = shrink_padded.data();
+  job.lean = internal_cpu::LeanArgs(request.format, request.spec);
+  HWY_DYNAMIC_DISPATCH(internal_cpu::MseTarget)(job);
+  return absl::OkStatus();
+}
+
+absl::Status SimdQuantErrorStats(const TensorView& x, const TileGrid& grid,
+                                 const QuantSpec& spec,
+                                 const TensorView& scale,
+                                 const TensorView& zero_point,
+                                 std::optional<float> global_scale,
+                                 const ExecOptions& exec,
+                                 absl::Span<QuantErrorRowStats> rows) {
+  QCAL_ASSIGN_OR_RETURN(const FloatFormat format, FloatFormatOf(x.dtype()));
+  MinMaxRequest check;
+  check.x = x;
+  check.grid = grid;
+  check.format = format;
+  QCAL_RETURN_IF_ERROR(ValidateMinMaxRequest(check));
+  QCAL_ASSIGN_OR_RETURN(const ZeroPointKind zp_kind,
+                        ZeroPointKindOf(zero_point.dtype()));
+  const int64_t units = grid.num_units();
+  if (scale.device() != Device::kCpu || !scale.is_contiguous() ||
+      scale.dtype() != x.dtype() || scale.numel() != units ||
+      zero_point.device() != Device::kCpu || !zero_point.is_contiguous() ||
+      zero_point.numel() != units ||
+      static_cast<int64_t>(rows.size()) != grid.rows) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "quantization statistics of ", x.DebugString(), " (", units,
+        " units, ", grid.rows, " rows): scales ", scale.DebugString(),
+        ", zero points ", zero_point.DebugString(), ", ", rows.size(),
+        " outputs"));
+  }
+  if (grid.rows == 0 || grid.cols == 0) {
+    for (QuantErrorRowStats& r : rows) r = QuantErrorRowStats();
+    return absl::OkStatus();
+  }
+  std::vector<double> signal(grid.rows), noise(grid.rows);
+  std::vector<int64_t> clipped(grid.rows), finite(grid.rows);
+  internal_cpu::QuantStatsJob job;
+  job.data = x.data();
+  job.grid = grid;
+  job.format = format;
+  job.spec = spec;
+  job.has_global_scale = global_scale.has_value();
+  job.global_scale = global_scale.value_or(1.0f);
+  job.scale = scale.data();
+  job.zero_point = zero_point.data();
+  job.zp_kind = zp_kind;
+  job.threads = ResolveThreads(exec.threads);
+  job.signal = signal.data();
+  job.noise = noise.data();
+  job.clipped = clipped.data();
+  job.finite = finite.data();
+  HWY_DYNAMIC_DISPATCH(internal_cpu::QuantStatsTarget)(job);
+  for (int64_t r = 0; r < grid.rows; ++r) {
+    rows[r] = QuantErrorRowStats{signal[r], noise[r], clipped[r], finite[r]};
+  }
+  return absl::OkStatus();
+}
+
+void SimdCandidateParamsForTest(FloatFormat format, const QuantSpec& spec,
+                                bool has_global_scale, float global_scale,
+                                float a, float b,
+                                const std::vector<float>& shrink,
+                                std::vector<FakeQuantParams>* out) {
+  internal_cpu::MseJob job;
+  job.format = format;
+  job.spec = spec;
+  job.has_global_scale = has_global_scale;
+  job.global_scale = global_scale;
+  job.unit_min = &a;
+  job.unit_max = &b;
+  job.num_units = 1;
+  job.shrink = shrink.data();
+  job.num_candidates = static_cast<int64_t>(shrink.size());
+  std::vector<float> padded(shrink);
+  while (padded.size() % internal_cpu::kShrinkPad != 0) {
+    padded.push_back(shrink.back());
+  }
+  job.shrink_padded = padded.data();
+  out->resize(shrink.size());
+  HWY_DYNAMIC_DISPATCH(internal_cpu::CandidateParamsTarget)(job, out->data());
+}
+
+void SimdPowNormForTest(FloatFormat format, const float* a, int64_t n,
+                        float exponent, float* out) {
+  std::shared_ptr<const internal_cpu::PowTable> table;
+  const float* values = nullptr;
+  if (format != FloatFormat::kF32) {
+    table = internal_cpu::GetPowTable(format, exponent);
+    values = table->values.data();
+  }
+  HWY_DYNAMIC_DISPATCH(internal_cpu::PowNormTarget)(format, a, n, exponent,
+                                                    values, out);
+}
+
+}  // namespace qcal
+#endif  // HWY_ONCE

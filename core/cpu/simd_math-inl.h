@@ -1,0 +1,271 @@
+// Vector forms of the scalar math in core/quant_math.h and
+// core/float_convert.h, for the Highway kernels of core/cpu/. Included once
+// per SIMD target (Highway's foreach_target mechanism), hence no ordinary
+// include guard.
+//
+// Each function produces, lane by lane, exactly the bits of its scalar
+// counterpart for the inputs the kernels give it (stated per function): the
+// same IEEE-754 operations in the same order, never a fused multiply-add
+// (files including this are compiled with -ffp-contract=off, and only
+// explicit Mul/Add/Sub/Div are used), and bit manipulation for the roundings
+// to narrow formats.
+
+#if defined(QCAL_CORE_CPU_SIMD_MATH_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef QCAL_CORE_CPU_SIMD_MATH_INL_H_
+#undef QCAL_CORE_CPU_SIMD_MATH_INL_H_
+#else
+#define QCAL_CORE_CPU_SIMD_MATH_INL_H_
+#endif
+
+#include <cstdint>
+
+#include "core/quant_math.h"
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace qcal {
+namespace HWY_NAMESPACE {
+namespace simd {
+
+namespace hn = hwy::HWY_NAMESPACE;
+
+// ------------------------------------------------------ narrow formats
+
+// RoundBf16V is RoundToBf16 for every input except NaN, which stays a NaN
+// (possibly of another sign or payload; the kernels only compare NaN-ness).
+template <class DF>
+HWY_INLINE hn::Vec<DF> RoundBf16V(DF df, hn::Vec<DF> v) {
+  const hn::RebindToUnsigned<DF> du;
+  auto u = hn::BitCast(du, v);
+  // Round the discarded 16 bits to nearest, ties to even; a carry into the
+  // exponent is the correct result (up to overflow to infinity).
+  const auto lsb = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u));
+  u = hn::Add(u, hn::Add(hn::Set(du, 0x7FFFu), lsb));
+  return hn::BitCast(df, hn::And(u, hn::Set(du, 0xFFFF0000u)));
+}
+
+// RoundF16V is RoundToF16, bit for bit, for every input.
+template <class DF>
+HWY_INLINE hn::Vec<DF> RoundF16V(DF df, hn::Vec<DF> v) {
+  const hn::RebindToUnsigned<DF> du;
+  const auto u = hn::BitCast(du, v);
+  const auto sign = hn::And(u, hn::Set(du, 0x80000000u));
+  const auto a = hn::And(u, hn::Set(du, 0x7FFFFFFFu));
+  // Normal half range: round the 13 discarded bits to nearest even.
+  const auto lsb = hn::And(hn::ShiftRight<13>(a), hn::Set(du, 1u));
+  const auto normal = hn::And(hn::Add(a, hn::Add(hn::Set(du, 0xFFFu), lsb)),
+                              hn::Set(du, 0xFFFFE000u));
+  // Subnormal half range (|v| < 2^-14): a multiple of 2^-24, nearest even.
+  // Adding 0.5 (whose ulp is 2^-24) rounds exactly so; subtracting is exact.
+  const auto half = hn::Set(df, 0.5f);
+  const auto sub = hn::BitCast(
+      du, hn::Sub(hn::Add(hn::BitCast(df, a), half), half));
+  // Magnitudes compare as signed integers (x86 has no unsigned compares).
+  const hn::RebindToSigned<DF> di;
+  const auto ai = hn::BitCast(di, a);
+  auto r = hn::IfThenElse(hn::RebindMask(du, hn::Lt(ai, hn::Set(di, 0x38800000))),
+                          sub, normal);
+  // >= 65520 (including infinity) becomes infinity; NaN the quiet NaN
+  // 0x7E00 widened (0x7FC00000) with the sign kept.
+  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x477FEFFF))),
+                     hn::Set(du, 0x7F800000u), r);
+  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x7F800000))),
+                     hn::Set(du, 0x7FC00000u), r);
+  return hn::BitCast(df, hn::Or(r, sign));
+}
+
+// RoundV<F> is Round<F> (see RoundBf16V for NaN inputs).
+template <FloatFormat F, class DF>
+HWY_INLINE hn::Vec<DF> RoundV(DF df, hn::Vec<DF> v) {
+  if constexpr (F == FloatFormat::kF32) {
+    return v;
+  } else if constexpr (F == FloatFormat::kF16) {
+    return RoundF16V(df, v);
+  } else {
+    return RoundBf16V(df, v);
+  }
+}
+
+// F16ToF32V widens IEEE half bit patterns (in 32-bit lanes) to float32,
+// exactly as F16BitsToFloat (subnormals, infinities and NaN payloads).
+template <class DF>
+HWY_INLINE hn::Vec<DF> F16ToF32V(DF df, hn::Vec<hn::RebindToUnsigned<DF>> h) {
+  const hn::RebindToUnsigned<DF> du;
+  const hn::RebindToSigned<DF> di;
+  const auto sign = hn::ShiftLeft<16>(hn::And(h, hn::Set(du, 0x8000u)));
+  const auto exp = hn::And(hn::ShiftRight<10>(h), hn::Set(du, 0x1Fu));
+  const auto mant = hn::And(h, hn::Set(du, 0x3FFu));
+  const auto normal = hn::Or(hn::ShiftLeft<23>(hn::Add(exp, hn::Set(du, 112u))),
+                             hn::ShiftLeft<13>(mant));
+  const auto special =
+      hn::Or(hn::Set(du, 0x7F800000u), hn::ShiftLeft<13>(mant));
+  // mant * 2^-24: an exact product (mant < 2^10).
+  const auto sub = hn::BitCast(
+      du, hn::Mul(hn::ConvertTo(df, hn::BitCast(di, mant)),
+                  hn::Set(df, 5.9604644775390625e-08f)));
+  auto r = hn::IfThenElse(hn::Eq(exp, hn::Set(du, 31u)), special, normal);
+  r = hn::IfThenElse(hn::Eq(exp, hn::Zero(du)), sub, r);
+  return hn::BitCast(df, hn::Or(r, sign));
+}
+
+// LoadF32V loads Lanes(df) consecutive elements of format F as float32.
+template <FloatFormat F, class DF>
+HWY_INLINE hn::Vec<DF> LoadF32V(DF df, const void* base, int64_t index) {
+  if constexpr (F == FloatFormat::kF32) {
+    return hn::LoadU(df, static_cast<const float*>(base) + index);
+  } else {
+    const hn::Rebind<uint16_t, DF> du16;
+    const hn::RebindToUnsigned<DF> du;
+    const auto h = hn::PromoteTo(
+        du, hn::LoadU(du16, static_cast<const uint16_t*>(base) + index));
+    if constexpr (F == FloatFormat::kBF16) {
+      return hn::BitCast(df, hn::ShiftLeft<16>(h));
+    } else {
+      return F16ToF32V(df, h);
+    }
+  }
+}
+
+// ---------------------------------------------------- quantization grids
+
+// E4m3V is RoundToE4m3fn for |v| <= 448 (what fake quantization feeds it
+// after clamping), bit for bit.
+template <class DF>
+HWY_INLINE hn::Vec<DF> E4m3V(DF df, hn::Vec<DF> v) {
+  const hn::RebindToUnsigned<DF> du;
+  const auto u = hn::BitCast(du, v);
+  const auto sign = hn::And(u, hn::Set(du, 0x80000000u));
+  const auto a = hn::And(u, hn::Set(du, 0x7FFFFFFFu));
+  // Normal range (>= 2^-6): keep 3 mantissa bits, nearest even.
+  const auto lsb = hn::And(hn::ShiftRight<20>(a), hn::Set(du, 1u));
+  const auto normal = hn::And(hn::Add(a, hn::Add(hn::Set(du, 0x7FFFFu), lsb)),
+                              hn::Set(du, 0xFFF00000u));
+  // Subnormal range: a multiple of 2^-9, nearest even (2^14 has ulp 2^-9).
+  const auto big = hn::Set(df, 16384.0f);
+  const auto sub =
+      hn::BitCast(du, hn::Sub(hn::Add(hn::BitCast(df, a), big), big));
+  const hn::RebindToSigned<DF> di;
+  const auto r = hn::IfThenElse(
+      hn::RebindMask(du, hn::Lt(hn::BitCast(di, a), hn::Set(di, 0x3C800000))),
+      sub, normal);
+  return hn::BitCast(df, hn::Or(r, sign));
+}
+
+// Fp4V is Fp4Round, bit for bit, for non-NaN inputs.
+template <class DF>
+HWY_INLINE hn::Vec<DF> Fp4V(DF df, hn::Vec<DF> x) {
+  const auto a = hn::Abs(x);
+  auto q = hn::Zero(df);
+  q = hn::IfThenElse(hn::Gt(a, hn::Set(df, 0.25f)), hn::Set(df, 0.5f), q);
+  q = hn::IfThenElse(hn::Ge(a, hn::Set(df, 0.75f)), hn::Set(df, 1.0f), q);
+  q = hn::IfThenElse(hn::Gt(a, hn::Set(df, 1.25f)), hn::Set(df, 1.5f), q);
+  q = hn::IfThenElse(hn::Ge(a, hn::Set(df, 1.75f)), hn::Set(df, 2.0f), q);
+  q = hn::IfThenElse(hn::Gt(a, hn::Set(df, 2.5f)), hn::Set(df, 3.0f), q);
+  q = hn::IfThenElse(hn::Ge(a, hn::Set(df, 3.5f)), hn::Set(df, 4.0f), q);
+  q = hn::IfThenElse(hn::Gt(a, hn::Set(df, 5.0f)), hn::Set(df, 6.0f), q);
+  // -q for x < 0, q for x > 0, +0 for zeros (torch.sign(0) = 0).
+  const auto zero = hn::Zero(df);
+  return hn::IfThenElse(hn::Lt(x, zero), hn::Neg(q),
+                        hn::IfThenElseZero(hn::Gt(x, zero), q));
+}
+
+// GridV<K> is RoundToQuantGrid for kind K.
+template <QuantKind K, class DF>
+HWY_INLINE hn::Vec<DF> GridV(DF df, hn::Vec<DF> q) {
+  if constexpr (K == QuantKind::kFp8) {
+    return E4m3V(df, q);
+  } else if constexpr (K == QuantKind::kFp4) {
+    return Fp4V(df, q);
+  } else {
+    return hn::Round(q);  // nearest, ties to even (as std::nearbyint)
+  }
+}
+
+// ------------------------------------------------------------------ pow
+
+// PowPositiveV is PowPositive on doubles that hold float32 values, with the
+// double result before its final rounding to float32 (which the caller does
+// with DemoteTo, as static_cast<float> does). Every special case of the
+// scalar function is reproduced: 0 -> 0, NaN -> NaN, inf -> inf, and the
+// y > 200 / y < -200 cut-offs.
+template <class DD>
+HWY_INLINE hn::Vec<DD> PowPositiveV(DD dd, hn::Vec<DD> x, hn::Vec<DD> ed) {
+  const hn::RebindToUnsigned<DD> du;
+  const auto bits = hn::BitCast(du, x);
+  // k = biased exponent - 1023, as an exact double: the exponent field e
+  // placed in the low mantissa bits of 2^52 gives 2^52 + e, minus
+  // 2^52 + 1023.
+  const auto efield =
+      hn::And(hn::ShiftRight<52>(bits), hn::Set(du, uint64_t{0x7FF}));
+  auto k = hn::Sub(
+      hn::BitCast(dd, hn::Or(efield, hn::Set(du, uint64_t{0x4330000000000000}))),
+      hn::Set(dd, 4503599627371519.0));  // 2^52 + 1023
+  auto m = hn::BitCast(
+      dd, hn::Or(hn::And(bits, hn::Set(du, uint64_t{0x000FFFFFFFFFFFFF})),
+                 hn::Set(du, uint64_t{0x3FF0000000000000})));
+  const auto big = hn::Gt(m, hn::Set(dd, 1.4142135623730951));
+  m = hn::IfThenElse(big, hn::Mul(m, hn::Set(dd, 0.5)), m);
+  k = hn::IfThenElse(big, hn::Add(k, hn::Set(dd, 1.0)), k);
+  const auto one = hn::Set(dd, 1.0);
+  const auto t = hn::Div(hn::Sub(m, one), hn::Add(m, one));
+  const auto t2 = hn::Mul(t, t);
+  auto series = hn::Set(dd, 1.0 / 11.0);
+  series = hn::Add(hn::Mul(series, t2), hn::Set(dd, 1.0 / 9.0));
+  series = hn::Add(hn::Mul(series, t2), hn::Set(dd, 1.0 / 7.0));
+  series = hn::Add(hn::Mul(series, t2), hn::Set(dd, 1.0 / 5.0));
+  series = hn::Add(hn::Mul(series, t2), hn::Set(dd, 1.0 / 3.0));
+  series = hn::Add(hn::Mul(series, t2), one);
+  const auto ln_m = hn::Mul(hn::Mul(hn::Set(dd, 2.0), t), series);
+  const auto y =
+      hn::Add(hn::Mul(ed, k),
+              hn::Mul(ed, hn::Mul(ln_m, hn::Set(dd, 1.4426950408889634))));
+  const auto n = hn::Round(y);  // nearest, ties to even (std::nearbyint)
+  const auto f = hn::Mul(hn::Sub(y, n), hn::Set(dd, 0.6931471805599453));
+  auto p = hn::Set(dd, 1.0 / 3628800.0);
+  p = hn::Add(hn::Mul(p, f), hn::Set(dd, 1.0 / 362880.0));
+  p = hn::Add(hn::Mul(p, f), hn::Set(dd, 1.0 / 40320.0));
+  p = hn::Add(hn::Mul(p, f), hn::Set(dd, 1.0 / 5040.0));
+  p = hn::Add(hn::Mul(p, f), hn::Set(dd, 1.0 / 720.0));
+  p = hn::Add(hn::Mul(p, f), hn::Set(dd, 1.0 / 120.0));
+  p = hn::Add(hn::Mul(p, f), hn::Set(dd, 1.0 / 24.0));
+  p = hn::Add(hn::Mul(p, f), hn::Set(dd, 1.0 / 6.0));
+  p = hn::Add(hn::Mul(p, f), hn::Set(dd, 0.5));
+  p = hn::Add(hn::Mul(p, f), one);
+  p = hn::Add(hn::Mul(p, f), one);
+  // 2^n from its bits: n + 2^52 + 1023 is exact and holds n + 1023 in its
+  // low mantissa bits (|n| <= 200 wherever the result is used); shifting
+  // left by 52 moves them into the exponent field and drops the rest.
+  const auto scale = hn::BitCast(
+      dd, hn::ShiftLeft<52>(hn::BitCast(
+              du, hn::Add(n, hn::Set(dd, 4503599627371519.0)))));
+  auto r = hn::Mul(p, scale);
+  const auto inf = hn::Set(dd, HUGE_VAL);
+  const auto zero = hn::Zero(dd);
+  r = hn::IfThenElse(hn::Gt(y, hn::Set(dd, 200.0)), inf, r);
+  r = hn::IfThenElse(hn::Lt(y, hn::Set(dd, -200.0)), zero, r);
+  r = hn::IfThenElse(hn::Eq(x, inf), inf, r);
+  // !(a > 0): a == 0 gives +0, NaN gives itself.
+  return hn::IfThenElse(hn::Gt(x, zero), r,
+                        hn::IfThenZeroElse(hn::Eq(x, zero), x));
+}
+
+// DemoteF64V is static_cast<float> of each lane: round to nearest even,
+// overflow to infinity. (Highway's scalar target saturates instead, so it
+// gets the plain cast.)
+template <class DF, class VD>
+HWY_INLINE hn::Vec<DF> DemoteF64V(DF df, VD v) {
+#if HWY_TARGET == HWY_SCALAR
+  (void)df;
+  return hn::Set(df, static_cast<float>(hn::GetLane(v)));
+#else
+  return hn::DemoteTo(df, v);
+#endif
+}
+
+}  // namespace simd
+// NOLINTNEXTLINE(google-readability-namespace-comments)
+}  // namespace HWY_NAMESPACE
+}  // namespace qcal
+HWY_AFTER_NAMESPACE();
+
+#endif  // QCAL_CORE_CPU_SIMD_MATH_INL_H_
