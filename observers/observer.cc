@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/element_access.h"
+#include "core/parallel.h"
 #include "core/status_macros.h"
 #include "registry/registry.h"
 
@@ -216,15 +217,21 @@ absl::StatusOr<QParams> Observer::UnitQParams(const Observation& obs,
   const QuantSpec spec = MakeQuantSpec(args_);
   const bool has_g = obs.global_scale.has_value();
   const float g = obs.global_scale.value_or(1.0f);
-  DispatchFormat(obs.format, [&](auto f) {
-    constexpr FloatFormat F = decltype(f)::value;
-    for (size_t u = 0; u < min.size(); ++u) {
-      const ScalarQParams p = ComputeQParams<F>(min[u], max[u], spec, has_g, g);
-      StoreAs<F>(qp.scale.mutable_data(), u, p.scale);
-      StoreZeroPoint(qp.zero_point.mutable_data(), u, p.zero_point,
-                     spec.zp_kind);
-    }
-  });
+  // Independent per unit: split over the threads (results do not depend on
+  // the split).
+  ParallelFor(static_cast<int64_t>(min.size()), options_.exec.threads, 4096,
+              [&](int64_t begin, int64_t end) {
+                DispatchFormat(obs.format, [&](auto f) {
+                  constexpr FloatFormat F = decltype(f)::value;
+                  for (int64_t u = begin; u < end; ++u) {
+                    const ScalarQParams p =
+                        ComputeQParams<F>(min[u], max[u], spec, has_g, g);
+                    StoreAs<F>(qp.scale.mutable_data(), u, p.scale);
+                    StoreZeroPoint(qp.zero_point.mutable_data(), u, p.zero_point,
+                                   spec.zp_kind);
+                  }
+                });
+              });
   return qp;
 }
 
@@ -561,6 +568,64 @@ absl::StatusOr<RunningMinMax*> Observer::RunningFor(const ObserverCall& call) {
   return &it->second;
 }
 
+template <typename Combine>
+absl::Status Observer::UpdateRunning(const Observation& obs,
+                                     absl::Span<float> min_io,
+                                     absl::Span<float> max_io,
+                                     Combine combine) {
+  // Serially: find or create each call's running statistic (a new one takes
+  // the current values as they are).
+  struct Job {
+    const ObserverCall* call;
+    RunningMinMax* run;
+    bool fresh;
+  };
+  std::vector<Job> jobs;
+  jobs.reserve(obs.calls.size());
+  for (const ObserverCall& call : obs.calls) {
+    QCAL_ASSIGN_OR_RETURN(RunningMinMax * run, RunningFor(call));
+    const bool fresh = run == nullptr;
+    if (fresh) {
+      run = &running_[call.tensor_id];
+      run->shape = call.stat_shape;
+      run->min.resize(call.units.size());
+      run->max.resize(call.units.size());
+    }
+    jobs.push_back({&call, run, fresh});
+  }
+  // In parallel: every unit is independent. Work items are chunks of one
+  // call's units.
+  constexpr int64_t kChunk = 4096;
+  std::vector<std::pair<size_t, int64_t>> items;  // (job, first unit index)
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const int64_t n = static_cast<int64_t>(jobs[j].call->units.size());
+    for (int64_t k = 0; k < n; k += kChunk) items.emplace_back(j, k);
+  }
+  ParallelFor(static_cast<int64_t>(items.size()), options_.exec.threads, 1,
+              [&](int64_t begin, int64_t end) {
+                for (int64_t i = begin; i < end; ++i) {
+                  const Job& job = jobs[items[i].first];
+                  const std::vector<int64_t>& units = job.call->units;
+                  const int64_t k1 = std::min<int64_t>(
+                      static_cast<int64_t>(units.size()),
+                      items[i].second + kChunk);
+                  for (int64_t k = items[i].second; k < k1; ++k) {
+                    const int64_t u = units[k];
+                    if (!job.fresh) {
+                      combine(&job.run->min[k], &job.run->max[k], min_io[u],
+                              max_io[u]);
+                    } else {
+                      job.run->min[k] = min_io[u];
+                      job.run->max[k] = max_io[u];
+                    }
+                    min_io[u] = job.run->min[k];
+                    max_io[u] = job.run->max[k];
+                  }
+                }
+              });
+  return absl::OkStatus();
+}
+
 absl::Status Observer::ApplyMovingAverage(const Observation& obs, double c,
                                           bool one_disables,
                                           absl::Span<float> min_io,
@@ -568,54 +633,26 @@ absl::Status Observer::ApplyMovingAverage(const Observation& obs, double c,
   // minmax's "early stopping": a constant of 1 keeps no running state.
   if (one_disables && c == 1.0) return absl::OkStatus();
   const float cf = static_cast<float>(c);
-  for (const ObserverCall& call : obs.calls) {
-    QCAL_ASSIGN_OR_RETURN(RunningMinMax * run, RunningFor(call));
-    if (run == nullptr) {
-      RunningMinMax& fresh = running_[call.tensor_id];
-      fresh.shape = call.stat_shape;
-      for (int64_t u : call.units) {
-        fresh.min.push_back(min_io[u]);
-        fresh.max.push_back(max_io[u]);
-      }
-      continue;
-    }
-    DispatchFormat(obs.format, [&](auto f) {
-      constexpr FloatFormat F = decltype(f)::value;
-      for (size_t k = 0; k < call.units.size(); ++k) {
-        const int64_t u = call.units[k];
-        run->min[k] = MovingAverage<F>(run->min[k], min_io[u], cf);
-        run->max[k] = MovingAverage<F>(run->max[k], max_io[u], cf);
-        min_io[u] = run->min[k];
-        max_io[u] = run->max[k];
-      }
-    });
-  }
-  return absl::OkStatus();
+  return DispatchFormat(obs.format, [&](auto f) {
+    constexpr FloatFormat F = decltype(f)::value;
+    return UpdateRunning(obs, min_io, max_io,
+                         [cf](float* run_min, float* run_max, float cur_min,
+                              float cur_max) {
+                           *run_min = MovingAverage<F>(*run_min, cur_min, cf);
+                           *run_max = MovingAverage<F>(*run_max, cur_max, cf);
+                         });
+  });
 }
 
 absl::Status Observer::ApplyRunningExtremes(const Observation& obs,
                                             absl::Span<float> min_io,
                                             absl::Span<float> max_io) {
-  for (const ObserverCall& call : obs.calls) {
-    QCAL_ASSIGN_OR_RETURN(RunningMinMax * run, RunningFor(call));
-    if (run == nullptr) {
-      run = &running_[call.tensor_id];
-      run->shape = call.stat_shape;
-      for (int64_t u : call.units) {
-        run->min.push_back(min_io[u]);
-        run->max.push_back(max_io[u]);
-      }
-      continue;
-    }
-    for (size_t k = 0; k < call.units.size(); ++k) {
-      const int64_t u = call.units[k];
-      run->min[k] = MinF(run->min[k], min_io[u]);
-      run->max[k] = MaxF(run->max[k], max_io[u]);
-      min_io[u] = run->min[k];
-      max_io[u] = run->max[k];
-    }
-  }
-  return absl::OkStatus();
+  return UpdateRunning(obs, min_io, max_io,
+                       [](float* run_min, float* run_max, float cur_min,
+                          float cur_max) {
+                         *run_min = MinF(*run_min, cur_min);
+                         *run_max = MaxF(*run_max, cur_max);
+                       });
 }
 
 absl::StatusOr<std::unique_ptr<Observer>> CreateObserver(

@@ -232,6 +232,12 @@ class Observer {
                                       absl::Span<const float> max,
                                       const Shape& shape) const;
   absl::StatusOr<RunningMinMax*> RunningFor(const ObserverCall& call);
+  // Replaces each call's values with combine(running, current) against the
+  // call's running statistic (stored; a new statistic takes the current
+  // values as they are), units in parallel.
+  template <typename Combine>
+  absl::Status UpdateRunning(const Observation& obs, absl::Span<float> min_io,
+                             absl::Span<float> max_io, Combine combine);
   // GetQParams for a g_idx whose groups are not all group_size columns: each
   // group observed as its own call.
   absl::StatusOr<QParams> UnevenGroupQParams(const TensorView& observed,

@@ -1,7 +1,6 @@
 #include "tools/calibrate_lib.h"
 
 #if defined(__GLIBC__)
-#include <malloc.h>
 #endif
 
 #include <algorithm>
@@ -53,14 +52,31 @@ absl::StatusOr<TensorStats> ComputeTensorStats(
   TensorStats stats;
   stats.scale_min = std::numeric_limits<float>::infinity();
   stats.scale_max = -std::numeric_limits<float>::infinity();
-  DispatchFormat(format, [&](auto f) {
-    constexpr FloatFormat F = decltype(f)::value;
-    for (int64_t u = 0; u < units; ++u) {
-      const float scale = LoadAs<F>(qparams.scale.data(), u);
-      stats.scale_min = std::min(stats.scale_min, scale);
-      stats.scale_max = std::max(stats.scale_max, scale);
-    }
+  // The scale range, in fixed chunks (min and max do not depend on the
+  // split).
+  constexpr int64_t kScaleChunk = 1 << 16;
+  const int64_t scale_chunks = (units + kScaleChunk - 1) / kScaleChunk;
+  std::vector<float> chunk_min(scale_chunks), chunk_max(scale_chunks);
+  ParallelFor(scale_chunks, threads, 1, [&](int64_t begin, int64_t end) {
+    DispatchFormat(format, [&](auto f) {
+      constexpr FloatFormat F = decltype(f)::value;
+      for (int64_t k = begin; k < end; ++k) {
+        float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+        const int64_t u1 = std::min(units, (k + 1) * kScaleChunk);
+        for (int64_t u = k * kScaleChunk; u < u1; ++u) {
+          const float scale = LoadAs<F>(qparams.scale.data(), u);
+          lo = std::min(lo, scale);
+          hi = std::max(hi, scale);
+        }
+        chunk_min[k] = lo;
+        chunk_max[k] = hi;
+      }
+    });
   });
+  for (int64_t k = 0; k < scale_chunks; ++k) {
+    stats.scale_min = std::min(stats.scale_min, chunk_min[k]);
+    stats.scale_max = std::max(stats.scale_max, chunk_max[k]);
+  }
 
   // The rows to evaluate: all of them, or every `stride`-th band of rows
   // (bands of a unit's height, so that blocks stay whole; single rows for
@@ -141,13 +157,6 @@ absl::StatusOr<TensorStats> ComputeTensorStats(
 
 namespace {
 
-// Returns freed heap memory to the operating system where the C library
-// can (glibc's malloc_trim).
-void ReleaseFreedHeapMemory() {
-#if defined(__GLIBC__)
-  malloc_trim(0);
-#endif
-}
 
 // One target tensor, with its summary once calibrated.
 struct Target {
@@ -346,12 +355,10 @@ ToolResult RunCalibrate(const CalibrateOptions& options, std::ostream& out,
     progress.Update(done_bytes, entry.name);
     absl::Status status = CalibrateTensor(file, entry, args, *device, options,
                                           writer, &target.stats);
-    // The tensor's pages are not needed again either way, nor is the heap
-    // memory its observation used: glibc keeps freed blocks below its
-    // (adaptive) mmap threshold in the heap, which would let the resident
-    // set grow to the largest working set seen plus fragmentation.
+    // The tensor's pages are not needed again. (The heap is not trimmed:
+    // the next tensor reuses the freed blocks, which keeps the resident set
+    // at the largest working set seen without faulting fresh pages in.)
     (void)file.ReleasePages(entry.name);
-    ReleaseFreedHeapMemory();
     if (!status.ok()) {
       progress.Clear();
       return ToolResult::Runtime(WithNonFiniteHint(
