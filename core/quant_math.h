@@ -40,6 +40,19 @@ QCAL_HD_INLINE float Round(float x) {
   }
 }
 
+// FormatMax is torch.finfo(dtype).max of a format: its largest finite value
+// (the MSE search's initial "best" error).
+QCAL_HD_INLINE float FormatMax(FloatFormat f) {
+  switch (f) {
+    case FloatFormat::kF16:
+      return 65504.0f;
+    case FloatFormat::kBF16:
+      return Bf16BitsToFloat(0x7F7F);
+    default:
+      return BitsToFloat(0x7F7FFFFFu);
+  }
+}
+
 // RoundTo is Round<F> with the format chosen at run time.
 QCAL_HD_INLINE float RoundTo(FloatFormat f, float x) {
   switch (f) {

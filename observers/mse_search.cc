@@ -10,22 +10,6 @@
 #include "core/status_macros.h"
 
 namespace qcal {
-namespace {
-
-// torch.finfo(dtype).max of the observed format.
-float FormatMax(FloatFormat f) {
-  switch (f) {
-    case FloatFormat::kF16:
-      return 65504.0f;
-    case FloatFormat::kBF16:
-      return Bf16BitsToFloat(0x7F7F);
-    default:
-      return 3.4028234663852886e+38f;
-  }
-}
-
-}  // namespace
-
 absl::StatusOr<MseSearchOptions> ReadMseSearchOptions(KwargsReader& kwargs) {
   MseSearchOptions o;
   QCAL_ASSIGN_OR_RETURN(o.maxshrink,

@@ -204,16 +204,9 @@ absl::Status CalibrateTensor(const SafetensorsFile& file,
     QCAL_ASSIGN_OR_RETURN(aligned, Tensor::CopyOf(host));
     host = aligned.view();
   }
-  TensorView observed = host;
   DeviceCopy device_copy;
-  if (device != Device::kCpu) {
-    DeviceUploadFn upload = FindDeviceUpload(device);
-    if (upload == nullptr) {
-      return absl::InternalError("no device upload for the chosen backend");
-    }
-    QCAL_ASSIGN_OR_RETURN(device_copy, upload(host));
-    observed = device_copy.view;
-  }
+  QCAL_ASSIGN_OR_RETURN(TensorView observed,
+                        ToDevice(host, device, &device_copy));
   QCAL_ASSIGN_OR_RETURN(std::unique_ptr<Observer> observer,
                         CreateObserver("", args));
   ObserveOptions observe;

@@ -37,7 +37,7 @@ inline constexpr char kSampleModelRunfile[] =
     "qcal/tools/samples/sample_model.safetensors";
 
 // CalibrateOptions are calibrate's flags, already parsed.
-struct CalibrateOptions {
+struct CalibrateOptions : ToolCommonOptions {
   // input is --input; empty means the bundled sample (`sample_path`).
   std::string input;
   // sample_path is the bundled sample checkpoint (found by main through the
@@ -46,21 +46,9 @@ struct CalibrateOptions {
   absl::Status sample_error;
   // output is --output.
   std::string output = "qparams.safetensors";
-  // base_dir resolves relative --input / --output paths (bazel run's
-  // BUILD_WORKING_DIRECTORY); empty: the current directory.
-  std::string base_dir;
-  // args are --scheme, --args, --observer, --observer_kwargs.
-  ArgsFlags args;
   // targets and ignore are --targets and --ignore (see NameFilter).
   std::string targets = kDefaultTargets;
   std::string ignore;
-  // backend, threads, allow_nonfinite are the flags of the same names.
-  std::string backend = "cpu";
-  int threads = 0;
-  // memory_budget_mb caps the memory of tensors the tool allocates (0:
-  // unlimited): beyond it, a clear error instead of exhausting the machine.
-  int64_t memory_budget_mb = 0;
-  bool allow_nonfinite = false;
   // full_summary computes the summary over every element instead of a row
   // sample of about kSummarySampleElements elements.
   bool full_summary = false;

@@ -91,6 +91,22 @@ struct ArgsFlags {
   std::string observer_kwargs;
 };
 
+// ToolCommonOptions are the options every tool takes.
+struct ToolCommonOptions {
+  // base_dir resolves relative paths (bazel run's BUILD_WORKING_DIRECTORY);
+  // empty: the current directory.
+  std::string base_dir;
+  // args are --scheme, --args, --observer, --observer_kwargs.
+  ArgsFlags args;
+  // backend, threads, allow_nonfinite are the flags of the same names.
+  std::string backend = "cpu";
+  int threads = 0;
+  bool allow_nonfinite = false;
+  // memory_budget_mb caps the memory of tensors the tool allocates (0:
+  // unlimited): beyond it, a clear error instead of exhausting the machine.
+  int64_t memory_budget_mb = 0;
+};
+
 // ResolvedArgs are validated args with the observer they name.
 struct ResolvedArgs {
   // args are the validated args after the --observer / --observer_kwargs

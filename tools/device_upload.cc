@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -43,6 +44,19 @@ DeviceUploadFn FindDeviceUpload(Device device) {
   UploadTable& table = Table();
   absl::MutexLock lock(&table.mu);
   return table.fns[static_cast<int>(device)];
+}
+
+absl::StatusOr<TensorView> ToDevice(const TensorView& host, Device device,
+                                    DeviceCopy* holder) {
+  if (device == Device::kCpu) return host;
+  DeviceUploadFn upload = FindDeviceUpload(device);
+  if (upload == nullptr) {
+    return absl::InternalError("no device upload for the chosen backend");
+  }
+  absl::StatusOr<DeviceCopy> copy = upload(host);
+  if (!copy.ok()) return copy.status();
+  *holder = *std::move(copy);
+  return holder->view;
 }
 
 absl::Status ProbeDevice(Device device) {

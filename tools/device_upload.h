@@ -40,6 +40,11 @@ bool RegisterDeviceUpload(Device device, DeviceUploadFn fn,
 // FindDeviceUpload returns the function registered for `device`, or nullptr.
 DeviceUploadFn FindDeviceUpload(Device device);
 
+// ToDevice returns `host` itself for the CPU, otherwise a copy on `device`
+// kept alive by `*holder` (Internal error when no upload is registered).
+absl::StatusOr<TensorView> ToDevice(const TensorView& host, Device device,
+                                    DeviceCopy* holder);
+
 // ProbeDevice runs the probe registered for `device` (FailedPrecondition if
 // none is registered).
 absl::Status ProbeDevice(Device device);

@@ -66,14 +66,7 @@ absl::Status ObserveBatch(const SafetensorsFile& file,
     QCAL_ASSIGN_OR_RETURN(flat, host.As2D());
   }
   DeviceCopy device_copy;
-  if (device != Device::kCpu) {
-    DeviceUploadFn upload = FindDeviceUpload(device);
-    if (upload == nullptr) {
-      return absl::InternalError("no device upload for the chosen backend");
-    }
-    QCAL_ASSIGN_OR_RETURN(device_copy, upload(flat));
-    flat = device_copy.view;
-  }
+  QCAL_ASSIGN_OR_RETURN(flat, ToDevice(flat, device, &device_copy));
   std::optional<float> global_scale;
   if (observer.args().strategy_or_tensor() == Strategy::kTensorGroup) {
     // SPEC §11: the global scale from the (running) observer, then the

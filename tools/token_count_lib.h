@@ -33,7 +33,7 @@ inline constexpr const char* kSampleBatchRunfiles[] = {
 };
 
 // TokenCountOptions are token_count's flags, already parsed.
-struct TokenCountOptions {
+struct TokenCountOptions : ToolCommonOptions {
   // inputs is --inputs, comma-separated; empty means the bundled sample
   // batches (`sample_inputs`, found by main through the runfiles;
   // `sample_error` says why they were not found).
@@ -42,21 +42,10 @@ struct TokenCountOptions {
   absl::Status sample_error;
   // output is --output (empty: no qparams file).
   std::string output;
-  // base_dir resolves relative paths (bazel run's BUILD_WORKING_DIRECTORY).
-  std::string base_dir;
-  // args are --scheme, --args, --observer, --observer_kwargs.
-  ArgsFlags args;
   // format is --format: "table" or "json".
   std::string format = "table";
   // min_tokens is --min_tokens (0: no coverage report).
   int64_t min_tokens = 0;
-  // backend, threads, allow_nonfinite are the flags of the same names.
-  std::string backend = "cpu";
-  int threads = 0;
-  // memory_budget_mb caps the memory of tensors the tool allocates (0:
-  // unlimited): beyond it, a clear error instead of exhausting the machine.
-  int64_t memory_budget_mb = 0;
-  bool allow_nonfinite = false;
 };
 
 // ModuleSummary is what token_count learnt about one module.

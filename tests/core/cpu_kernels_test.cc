@@ -42,18 +42,6 @@ bool SameFloat(float a, float b) {
   return FloatToBits(a) == FloatToBits(b);
 }
 
-// The largest finite value of a format.
-float FormatMax(FloatFormat f) {
-  switch (f) {
-    case FloatFormat::kF16:
-      return 65504.0f;
-    case FloatFormat::kBF16:
-      return Bf16BitsToFloat(0x7F7F);
-    default:
-      return std::numeric_limits<float>::max();
-  }
-}
-
 // A subnormal of a format.
 float FormatSubnormal(FloatFormat f, int k) {
   switch (f) {

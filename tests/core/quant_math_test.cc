@@ -564,6 +564,12 @@ TEST(PowTest, NormExponentFollowsTheObservedDtype) {
   EXPECT_EQ(PowNorm<FloatFormat::kF32>(9.0f, 0.5f), 3.0f);
 }
 
+TEST(FormatMaxTest, LargestFiniteValues) {
+  EXPECT_EQ(FormatMax(FloatFormat::kF32), std::numeric_limits<float>::max());
+  EXPECT_EQ(FormatMax(FloatFormat::kF16), F16BitsToFloat(0x7BFF));
+  EXPECT_EQ(FormatMax(FloatFormat::kBF16), 3.3895313892515355e38f);
+}
+
 TEST(ShrinkTest, GridFactors) {
   EXPECT_EQ(ShrinkFactor(0, 100.0), 1.0f);
   EXPECT_EQ(ShrinkFactor(1, 100.0), 0.99f);

@@ -377,22 +377,9 @@ TEST_P(ParityTest, SignedZerosAndConstantUnits) {
   }
 }
 
-std::vector<std::tuple<std::string, DType>> AllCases() {
-  std::vector<std::tuple<std::string, DType>> cases;
-  for (const std::string& name : RegisteredObserverNames()) {
-    for (DType d : {DType::kF32, DType::kF16, DType::kBF16}) {
-      cases.emplace_back(name, d);
-    }
-  }
-  return cases;
-}
-
-INSTANTIATE_TEST_SUITE_P(
-    AllObservers, ParityTest, ::testing::ValuesIn(AllCases()),
-    [](const ::testing::TestParamInfo<ParityTest::ParamType>& info) {
-      return std::get<0>(info.param) + "_" +
-             std::string(DTypeName(std::get<1>(info.param)));
-    });
+INSTANTIATE_TEST_SUITE_P(AllObservers, ParityTest,
+                         ::testing::ValuesIn(testing_util::ObserverDTypeCases()),
+                         testing_util::ObserverDTypeCaseName);
 
 // ------------------------------------------------------ kernel parity
 

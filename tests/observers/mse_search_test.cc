@@ -33,13 +33,6 @@ struct Kwargs {
   double norm = 2.4;
 };
 
-template <FloatFormat F>
-float FormatMax() {
-  if constexpr (F == FloatFormat::kF16) return 65504.0f;
-  if constexpr (F == FloatFormat::kBF16) return Bf16BitsToFloat(0x7F7F);
-  return std::numeric_limits<float>::max();
-}
-
 // One seed-level call: returns the chosen [min, max] of each unit.
 template <FloatFormat F>
 void ReferenceCall(const std::vector<Unit>& units, const QuantSpec& spec,
@@ -58,7 +51,7 @@ void ReferenceCall(const std::vector<Unit>& units, const QuantSpec& spec,
     a[u] = mn;
     b[u] = mx;
   }
-  std::vector<float> best(n, FormatMax<F>());
+  std::vector<float> best(n, FormatMax(F));
   mins->assign(n, 1.0f);
   maxs->assign(n, 0.0f);
   const float norm = NormExponent<F>(kw.norm);

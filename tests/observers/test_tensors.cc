@@ -4,6 +4,7 @@
 #include <random>
 
 #include "core/float_convert.h"
+#include "registry/registry.h"
 
 namespace qcal {
 namespace testing_util {
@@ -87,6 +88,22 @@ std::vector<float> ToFloats(const TensorView& v) {
     }
   }
   return out;
+}
+
+std::vector<ObserverDTypeCase> ObserverDTypeCases() {
+  std::vector<ObserverDTypeCase> cases;
+  for (const std::string& name : RegisteredObserverNames()) {
+    for (DType d : {DType::kF32, DType::kF16, DType::kBF16}) {
+      cases.emplace_back(name, d);
+    }
+  }
+  return cases;
+}
+
+std::string ObserverDTypeCaseName(
+    const ::testing::TestParamInfo<ObserverDTypeCase>& info) {
+  return std::get<0>(info.param) + "_" +
+         std::string(DTypeName(std::get<1>(info.param)));
 }
 
 bool SameBits(const TensorView& a, const TensorView& b) {

@@ -4,8 +4,11 @@
 #define QCAL_TESTS_OBSERVERS_TEST_TENSORS_H_
 
 #include <cstdint>
+#include <string>
+#include <tuple>
 #include <vector>
 
+#include "gtest/gtest.h"
 #include "core/tensor.h"
 
 namespace qcal {
@@ -26,6 +29,18 @@ std::vector<float> ToFloats(const TensorView& view);
 
 // SameBits is true when two tensors have equal dtype, shape and bytes.
 bool SameBits(const TensorView& a, const TensorView& b);
+
+// ObserverDTypeCase is one (registered observer name, observed dtype) pair of
+// a suite that runs for every registered observer.
+using ObserverDTypeCase = std::tuple<std::string, DType>;
+
+// ObserverDTypeCases returns every registered observer with F32, F16 and
+// BF16.
+std::vector<ObserverDTypeCase> ObserverDTypeCases();
+
+// ObserverDTypeCaseName names a case "<observer>_<DTYPE>" for gtest.
+std::string ObserverDTypeCaseName(
+    const ::testing::TestParamInfo<ObserverDTypeCase>& info);
 
 }  // namespace testing_util
 }  // namespace qcal

@@ -402,6 +402,33 @@ def time_checkpoint(path, calibrate, bench, threads, repeats, workdir):
 
 # ------------------------------------------------------------------ main
 
+# The calibrate flags of each MSE scheme (the same args as SCHEMES).
+CALIBRATE_ARGS = {
+    "int8_channel": "--scheme=W8A16",
+    "int4_group128": "--scheme=W4A16",
+    "nvfp4": "--scheme=NVFP4",
+}
+
+
+def time_calibrate_mse(calibrate, weight, dtype, scheme, threads, repeats,
+                       workdir):
+    """Median time of a whole `calibrate --observer=mse` process on a
+    checkpoint holding just `weight` (process start, reading, the search,
+    the summary and writing the output included)."""
+    path = os.path.join(workdir, f"qcal_mse_{dtype}.safetensors")
+    if not os.path.exists(path):
+        write_safetensors(path, {"layer.weight": weight})
+    out = os.path.join(workdir, f"qcal_mse_{dtype}_{scheme}.out.safetensors")
+
+    def calib():
+        subprocess.run([calibrate, f"--input={path}", f"--output={out}",
+                        CALIBRATE_ARGS[scheme], "--observer=mse",
+                        f"--threads={threads}"],
+                       check=True, stdout=subprocess.DEVNULL)
+
+    return time_median(calib, repeats)
+
+
 def machine_description(threads):
     lines = []
     try:
@@ -476,6 +503,12 @@ def main():
                              warmup=0))
             rows.append((f"MSE search {scheme}", dtype, t,
                          qcal[f"mse/{scheme}/{dtype}"], nbytes, None))
+            if os.path.exists(args.calibrate):
+                t_proc = time_calibrate_mse(args.calibrate, w, dtype, scheme,
+                                            args.threads, args.mse_repeats,
+                                            args.workdir)
+                rows.append((f"MSE {scheme}: whole `calibrate --observer=mse` "
+                             "process", dtype, t, t_proc, nbytes, None))
 
     print("| operation | dtype | PyTorch eager | qcal | speed-up | qcal GB/s | "
           "qcal / read bandwidth |")
