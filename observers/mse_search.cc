@@ -32,6 +32,10 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
   const float best_init = FormatMax(obs.format);
   std::vector<float> best(obs.grid.num_units(), best_init);
   std::vector<int64_t> best_step(obs.grid.num_units(), -1);
+  // The raw ranges, read before min_out / max_out (which may be the same
+  // arrays as obs.min / obs.max) are written.
+  const std::vector<float> raw_min(obs.min.begin(), obs.min.end());
+  const std::vector<float> raw_max(obs.max.begin(), obs.max.end());
   for (const ObserverCall& call : obs.calls) {
     for (int64_t u : call.units) {
       min_out[u] = 1.0f;  // torch.ones_like
@@ -96,8 +100,8 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
       for (int64_t u = 0; u < num_units; ++u) {
         if (call_of[u] < 0 || state[call_of[u]].stopped) continue;
         units.push_back(u);
-        unit_min.push_back(obs.min[u]);
-        unit_max.push_back(obs.max[u]);
+        unit_min.push_back(raw_min[u]);
+        unit_max.push_back(raw_max[u]);
       }
       rebuild = false;
     }
@@ -147,8 +151,8 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
       for (int64_t u : call.units) {
         if (best_step[u] < 0) continue;
         const float p = shrink[best_step[u]];
-        min_out[u] = Round<F>(p * obs.min[u]);
-        max_out[u] = Round<F>(p * obs.max[u]);
+        min_out[u] = Round<F>(p * raw_min[u]);
+        max_out[u] = Round<F>(p * raw_max[u]);
       }
     }
   });

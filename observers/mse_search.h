@@ -39,7 +39,8 @@ struct MseSearchOptions {
 absl::StatusOr<MseSearchOptions> ReadMseSearchOptions(KwargsReader& kwargs);
 
 // MseSearch writes each unit's chosen [min, max] into min_out / max_out
-// (grid order) for every unit of every call of `obs`.
+// (grid order) for every unit of every call of `obs`. min_out / max_out may
+// be obs.min / obs.max themselves (the raw ranges are read first).
 absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
                        absl::Span<float> min_out, absl::Span<float> max_out);
 

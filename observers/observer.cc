@@ -170,15 +170,16 @@ absl::Status Observer::Observe(const TensorView& x2d, const TileGrid& grid,
           units * int64_t{8} * static_cast<int64_t>(sizeof(float)),
           absl::StrCat("the per-unit statistics of tensor '",
                        options_.tensor_name, "' (", units, " units)")));
-  obs->min.assign(units, 0.0f);
-  obs->max.assign(units, 0.0f);
+  obs->stats = std::make_shared<UnitStats>(units);
+  obs->min = absl::MakeConstSpan(obs->stats->min.get(), units);
+  obs->max = absl::MakeConstSpan(obs->stats->max.get(), units);
   MinMaxRequest request;
   request.x = x2d;
   request.grid = grid;
   request.format = obs->format;
   request.nonfinite = options_.nonfinite;
   int64_t first_bad = -1;
-  MinMaxOutput out{obs->min.data(), obs->max.data(), &first_bad};
+  MinMaxOutput out{obs->stats->min.get(), obs->stats->max.get(), &first_bad};
   QCAL_RETURN_IF_ERROR(obs->backend->min_max(request, options_.exec, out));
   if (first_bad >= 0) {
     int64_t flat = first_bad;
@@ -233,6 +234,15 @@ absl::StatusOr<QParams> Observer::UnitQParams(const Observation& obs,
                 });
               });
   return qp;
+}
+
+absl::StatusOr<QParams> Observer::UpdatedQParams(const Observation& obs,
+                                                 const Shape& shape) {
+  const int64_t n = obs.stats->size;
+  QCAL_RETURN_IF_ERROR(UpdateMinMax(obs,
+                                    absl::MakeSpan(obs.stats->min.get(), n),
+                                    absl::MakeSpan(obs.stats->max.get(), n)));
+  return UnitQParams(obs, obs.min, obs.max, shape);
 }
 
 absl::StatusOr<ForwardResult> Observer::Forward(
@@ -291,32 +301,28 @@ absl::StatusOr<const QParams*> Observer::GetQParams(
   std::vector<ObserverCall> calls;
   switch (strategy) {
     case Strategy::kTensor:
-      calls.push_back({"", {0}, {}});
+      calls.push_back({"", UnitRange::Single(0), {}});
       break;
     case Strategy::kChannel:
     case Strategy::kToken: {
-      ObserverCall call{"", {}, {grid.rows, 1}};
-      call.units.resize(grid.num_units());
-      std::iota(call.units.begin(), call.units.end(), 0);
-      calls.push_back(std::move(call));
+      calls.push_back(
+          {"", UnitRange::Iota(grid.num_units()), {grid.rows, 1}});
       break;
     }
     case Strategy::kGroup:
     case Strategy::kTensorGroup:
       for (int64_t j = 0; j < grid.grid_cols(); ++j) {
-        ObserverCall call{GroupTensorId(j), {}, {grid.rows, 1}};
-        call.units.reserve(grid.grid_rows());
-        for (int64_t i = 0; i < grid.grid_rows(); ++i) {
-          call.units.push_back(i * grid.grid_cols() + j);
-        }
-        calls.push_back(std::move(call));
+        calls.push_back(
+            {GroupTensorId(j),
+             UnitRange(j, grid.grid_cols(), grid.grid_rows()),
+             {grid.rows, 1}});
       }
       break;
     case Strategy::kBlock:
       for (int64_t i = 0; i < grid.grid_rows(); ++i) {
         for (int64_t j = 0; j < grid.grid_cols(); ++j) {
-          calls.push_back(
-              {BlockTensorId(i, j), {i * grid.grid_cols() + j}, {}});
+          calls.push_back({BlockTensorId(i, j),
+                           UnitRange::Single(i * grid.grid_cols() + j), {}});
         }
       }
       break;
@@ -328,11 +334,8 @@ absl::StatusOr<const QParams*> Observer::GetQParams(
                                groups.has_value() ? groups->order.data()
                                                   : nullptr,
                                &obs));
-  std::vector<float> mins(grid.num_units()), maxs(grid.num_units());
-  QCAL_RETURN_IF_ERROR(UpdateMinMax(obs, absl::MakeSpan(mins),
-                                    absl::MakeSpan(maxs)));
-  QCAL_ASSIGN_OR_RETURN(QParams qp, UnitQParams(obs, mins, maxs,
-                                                QParamShape(strategy, grid)));
+  QCAL_ASSIGN_OR_RETURN(QParams qp, UpdatedQParams(
+                                        obs, QParamShape(strategy, grid)));
   last_ = std::move(qp);
   PostCalculateQParams();
   return &*last_;
@@ -362,17 +365,12 @@ absl::StatusOr<QParams> Observer::UnevenGroupQParams(
     grid.cols = count;
     grid.tile_rows = 1;
     grid.tile_cols = count;
-    ObserverCall call{GroupTensorId(k), {}, {rows, 1}};
-    call.units.resize(rows);
-    std::iota(call.units.begin(), call.units.end(), 0);
+    ObserverCall call{GroupTensorId(k), UnitRange::Iota(rows), {rows, 1}};
     Observation obs;
     QCAL_RETURN_IF_ERROR(Observe(group.view(), grid, {std::move(call)},
                                  global_scale, observed,
                                  groups.order.data() + begin, &obs));
-    std::vector<float> mins(rows), maxs(rows);
-    QCAL_RETURN_IF_ERROR(
-        UpdateMinMax(obs, absl::MakeSpan(mins), absl::MakeSpan(maxs)));
-    QCAL_ASSIGN_OR_RETURN(QParams part, UnitQParams(obs, mins, maxs, {rows}));
+    QCAL_ASSIGN_OR_RETURN(QParams part, UpdatedQParams(obs, {rows}));
     for (int64_t r = 0; r < rows; ++r) {
       std::memcpy(static_cast<uint8_t*>(out.scale.mutable_data()) +
                       (r * num_groups + k) * scale_size,
@@ -460,19 +458,13 @@ absl::StatusOr<QParams> Observer::CalculateQParams(
   grid.cols = red;
   grid.tile_rows = 1;
   grid.tile_cols = red;
-  ObserverCall call{std::string(tensor_id), {}, {}};
-  call.units.resize(kept);
-  std::iota(call.units.begin(), call.units.end(), 0);
+  ObserverCall call{std::string(tensor_id), UnitRange::Iota(kept), {}};
   // All reduced: a 0-d statistic, as torch.aminmax gives.
   call.stat_shape = kept_dims.empty() ? Shape{} : stat_shape;
   Observation obs;
   QCAL_RETURN_IF_ERROR(Observe(x2d, grid, {std::move(call)}, global_scale,
                                observed, nullptr, &obs));
-  std::vector<float> mins(kept), maxs(kept);
-  QCAL_RETURN_IF_ERROR(
-      UpdateMinMax(obs, absl::MakeSpan(mins), absl::MakeSpan(maxs)));
-  return UnitQParams(obs, mins, maxs,
-                     kept_dims.empty() ? Shape{1} : stat_shape);
+  return UpdatedQParams(obs, kept_dims.empty() ? Shape{1} : stat_shape);
 }
 
 absl::StatusOr<QParams> Observer::GetQParamsAlongDim(
@@ -523,7 +515,7 @@ absl::StatusOr<float> Observer::GetGParam(const TensorView& observed) {
   grid.tile_cols = grid.cols;
   Observation obs;
   QCAL_RETURN_IF_ERROR(
-      Observe(x2d, grid, {{"", {0}, {}}}, std::nullopt, observed, nullptr,
+      Observe(x2d, grid, {{"", UnitRange::Single(0), {}}}, std::nullopt, observed, nullptr,
               &obs));
   QCAL_ASSIGN_OR_RETURN(auto min_max, GParamMinMax(obs));
   return GlobalScale(min_max.first, min_max.second);
@@ -531,7 +523,7 @@ absl::StatusOr<float> Observer::GetGParam(const TensorView& observed) {
 
 absl::StatusOr<std::pair<float, float>> Observer::GParamMinMax(
     const Observation& whole) {
-  float mn = 0, mx = 0;
+  float mn = whole.min[0], mx = whole.max[0];
   QCAL_RETURN_IF_ERROR(UpdateMinMax(whole, absl::MakeSpan(&mn, 1),
                                     absl::MakeSpan(&mx, 1)));
   return std::make_pair(mn, mx);
@@ -556,7 +548,8 @@ const RunningMinMax* Observer::running(absl::string_view tensor_id) const {
 absl::StatusOr<RunningMinMax*> Observer::RunningFor(const ObserverCall& call) {
   auto it = running_.find(call.tensor_id);
   if (it == running_.end()) return nullptr;
-  if (it->second.shape != call.stat_shape) {
+  if (it->second.shape != call.stat_shape ||
+      it->second.units.size() != call.units.size()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "observer '", name_, "': the running statistic of tensor id \"",
         call.tensor_id, "\" has shape ", ShapeToString(it->second.shape),
@@ -573,53 +566,105 @@ absl::Status Observer::UpdateRunning(const Observation& obs,
                                      absl::Span<float> min_io,
                                      absl::Span<float> max_io,
                                      Combine combine) {
-  // Serially: find or create each call's running statistic (a new one takes
-  // the current values as they are).
+  // Serially: find each call's running statistic. A new one takes the
+  // current values as they are: it shares obs.stats when min_io / max_io are
+  // its arrays (nothing to copy), else a copy of them.
+  const bool io_is_obs = obs.stats != nullptr &&
+                         min_io.data() == obs.stats->min.get() &&
+                         max_io.data() == obs.stats->max.get();
+  std::shared_ptr<UnitStats> fresh_store;
   struct Job {
     const ObserverCall* call;
     RunningMinMax* run;
-    bool fresh;
   };
-  std::vector<Job> jobs;
+  // Look every statistic up before changing any (an error leaves all as
+  // they were).
+  std::vector<RunningMinMax*> found(obs.calls.size());
+  for (size_t i = 0; i < obs.calls.size(); ++i) {
+    QCAL_ASSIGN_OR_RETURN(found[i], RunningFor(obs.calls[i]));
+  }
+  std::vector<Job> jobs;  // the calls with an earlier statistic
   jobs.reserve(obs.calls.size());
-  for (const ObserverCall& call : obs.calls) {
-    QCAL_ASSIGN_OR_RETURN(RunningMinMax * run, RunningFor(call));
-    const bool fresh = run == nullptr;
-    if (fresh) {
-      run = &running_[call.tensor_id];
-      run->shape = call.stat_shape;
-      run->min.resize(call.units.size());
-      run->max.resize(call.units.size());
+  for (size_t i = 0; i < obs.calls.size(); ++i) {
+    const ObserverCall& call = obs.calls[i];
+    RunningMinMax* run = found[i];
+    if (run != nullptr) {
+      jobs.push_back({&call, run});
+      continue;
     }
-    jobs.push_back({&call, run, fresh});
+    if (fresh_store == nullptr) {
+      if (io_is_obs) {
+        fresh_store = obs.stats;
+      } else {
+        const int64_t n = static_cast<int64_t>(min_io.size());
+        fresh_store = std::make_shared<UnitStats>(n);
+        std::copy(min_io.begin(), min_io.end(), fresh_store->min.get());
+        std::copy(max_io.begin(), max_io.end(), fresh_store->max.get());
+      }
+    }
+    run = &running_[call.tensor_id];
+    run->shape = call.stat_shape;
+    run->store = fresh_store;
+    run->units = call.units;
   }
-  // In parallel: every unit is independent. Work items are chunks of one
-  // call's units.
-  constexpr int64_t kChunk = 4096;
-  std::vector<std::pair<size_t, int64_t>> items;  // (job, first unit index)
-  for (size_t j = 0; j < jobs.size(); ++j) {
-    const int64_t n = static_cast<int64_t>(jobs[j].call->units.size());
-    for (int64_t k = 0; k < n; k += kChunk) items.emplace_back(j, k);
+  if (jobs.empty()) return absl::OkStatus();
+
+  // In parallel: every unit is independent.
+  const int threads = options_.exec.threads;
+  const int64_t num_units = static_cast<int64_t>(min_io.size());
+  // The usual case, the same layout observed again: every call has a
+  // statistic, all in one store at the call's own positions, the calls
+  // covering every unit. Then store and values line up unit for unit.
+  bool aligned = jobs.size() == obs.calls.size() &&
+                 jobs[0].run->store->size == num_units;
+  int64_t covered = 0;
+  for (size_t j = 0; aligned && j < jobs.size(); ++j) {
+    aligned = jobs[j].run->store == jobs[0].run->store &&
+              jobs[j].run->units == jobs[j].call->units;
+    covered += jobs[j].call->units.size();
   }
-  ParallelFor(static_cast<int64_t>(items.size()), options_.exec.threads, 1,
+  if (aligned && covered == num_units) {
+    float* run_min = jobs[0].run->store->min.get();
+    float* run_max = jobs[0].run->store->max.get();
+    ParallelFor(num_units, threads, 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t u = begin; u < end; ++u) {
+        combine(&run_min[u], &run_max[u], min_io[u], max_io[u]);
+        min_io[u] = run_min[u];
+        max_io[u] = run_max[u];
+      }
+    });
+    return absl::OkStatus();
+  }
+  // Otherwise: a work item is one chunk of positions [k, k + kChunk) of one
+  // call; items are listed chunk by chunk, call by call within a chunk, so
+  // that a thread's consecutive items touch neighbouring units (group calls
+  // interleave: unit i * groups + j is position i of call j).
+  constexpr int64_t kChunk = 1024;
+  int64_t longest = 0;
+  for (const Job& job : jobs) {
+    longest = std::max(longest, job.call->units.size());
+  }
+  std::vector<std::pair<size_t, int64_t>> items;  // (job, first position)
+  for (int64_t k = 0; k < longest; k += kChunk) {
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      if (k < jobs[j].call->units.size()) items.emplace_back(j, k);
+    }
+  }
+  ParallelFor(static_cast<int64_t>(items.size()), threads, 1,
               [&](int64_t begin, int64_t end) {
                 for (int64_t i = begin; i < end; ++i) {
                   const Job& job = jobs[items[i].first];
-                  const std::vector<int64_t>& units = job.call->units;
-                  const int64_t k1 = std::min<int64_t>(
-                      static_cast<int64_t>(units.size()),
-                      items[i].second + kChunk);
+                  const UnitRange& units = job.call->units;
+                  const UnitRange& at = job.run->units;
+                  float* run_min = job.run->store->min.get();
+                  float* run_max = job.run->store->max.get();
+                  const int64_t k1 =
+                      std::min(units.size(), items[i].second + kChunk);
                   for (int64_t k = items[i].second; k < k1; ++k) {
-                    const int64_t u = units[k];
-                    if (!job.fresh) {
-                      combine(&job.run->min[k], &job.run->max[k], min_io[u],
-                              max_io[u]);
-                    } else {
-                      job.run->min[k] = min_io[u];
-                      job.run->max[k] = max_io[u];
-                    }
-                    min_io[u] = job.run->min[k];
-                    max_io[u] = job.run->max[k];
+                    const int64_t u = units[k], p = at[k];
+                    combine(&run_min[p], &run_max[p], min_io[u], max_io[u]);
+                    min_io[u] = run_min[p];
+                    max_io[u] = run_max[p];
                   }
                 }
               });

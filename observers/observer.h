@@ -72,12 +72,71 @@ std::string GroupTensorId(int64_t index);
 // BlockTensorId returns the tensor id of block (i, j) ("block_<i>_<j>").
 std::string BlockTensorId(int64_t i, int64_t j);
 
+// UnitRange is an arithmetic progression of grid unit indices: first,
+// first + stride, ..., count of them. Every call's units have this form (a
+// channel call walks the rows, a group call one grid column, a block call a
+// single tile), so they are described rather than listed.
+class UnitRange {
+ public:
+  class Iterator {
+   public:
+    Iterator(int64_t value, int64_t stride) : value_(value), stride_(stride) {}
+    int64_t operator*() const { return value_; }
+    Iterator& operator++() {
+      value_ += stride_;
+      return *this;
+    }
+    bool operator!=(const Iterator& other) const {
+      return value_ != other.value_;
+    }
+
+   private:
+    int64_t value_;
+    int64_t stride_;
+  };
+
+  UnitRange() = default;
+  UnitRange(int64_t first, int64_t stride, int64_t count)
+      : first_(first), stride_(stride), count_(count) {}
+  // The units 0, 1, ..., count - 1.
+  static UnitRange Iota(int64_t count) { return UnitRange(0, 1, count); }
+  // The single unit `unit`.
+  static UnitRange Single(int64_t unit) { return UnitRange(unit, 1, 1); }
+
+  int64_t size() const { return count_; }
+  bool empty() const { return count_ == 0; }
+  bool operator==(const UnitRange& other) const {
+    return first_ == other.first_ && stride_ == other.stride_ &&
+           count_ == other.count_;
+  }
+  int64_t operator[](int64_t k) const { return first_ + k * stride_; }
+  Iterator begin() const { return Iterator(first_, stride_); }
+  Iterator end() const { return Iterator(first_ + count_ * stride_, stride_); }
+
+ private:
+  int64_t first_ = 0;
+  int64_t stride_ = 1;
+  int64_t count_ = 0;
+};
+
 // ObserverCall is one seed-level calculate_qparams call: a tensor id, the
 // units it covers (grid indices) and the shape of its statistics.
 struct ObserverCall {
   std::string tensor_id;
-  std::vector<int64_t> units;
+  UnitRange units;
   Shape stat_shape;
+};
+
+// UnitStats holds a (min, max) pair per grid unit: an observation's values,
+// shared with the running statistics of the tensor ids that observation
+// created (so storing them copies nothing).
+struct UnitStats {
+  // Uninitialised: the min/max kernel writes every unit.
+  explicit UnitStats(int64_t n)
+      : min(new float[n]), max(new float[n]), size(n) {}
+  std::unique_ptr<float[]> min;
+  std::unique_ptr<float[]> max;
+  int64_t size;
 };
 
 // Observation is what a plugin sees of one observed tensor.
@@ -88,9 +147,12 @@ struct Observation {
   QuantSpec spec;  // the quantized type of the observer's args
   std::vector<ObserverCall> calls;
   // Raw minimum and maximum of every unit of the current observation (values
-  // of `format`, grid order).
-  std::vector<float> min;
-  std::vector<float> max;
+  // of `format`, grid order), held by `stats`. UpdateMinMax receives these
+  // very arrays as min_io / max_io: a plugin that still needs the raw values
+  // after writing its results reads them first.
+  std::shared_ptr<UnitStats> stats;
+  absl::Span<const float> min;
+  absl::Span<const float> max;
   std::optional<float> global_scale;
   const BackendOps* backend = nullptr;
   ObserveOptions options;
@@ -98,11 +160,17 @@ struct Observation {
   MemoryReservation reservation;
 };
 
-// RunningMinMax is a running statistic of one tensor id.
+// RunningMinMax is the running statistic of one tensor id: the values at
+// positions `units` of a UnitStats (an earlier observation's, updated in
+// place by later ones).
 struct RunningMinMax {
+  int64_t size() const { return units.size(); }
+  float min(int64_t k) const { return store->min[units[k]]; }
+  float max(int64_t k) const { return store->max[units[k]]; }
+
   Shape shape;
-  std::vector<float> min;
-  std::vector<float> max;
+  std::shared_ptr<UnitStats> store;
+  UnitRange units;
 };
 
 // ForwardResult is Forward's answer: the global scale when asked for one,
@@ -186,12 +254,13 @@ class Observer {
  protected:
   Observer(std::string name, QuantizationArgs args);
 
-  // UpdateMinMax is the plugin's statistic: from the raw per-unit min/max of
-  // `obs`, write the updated min/max of every unit of every call into
-  // `min_out` / `max_out` (grid order, values of obs.format).
+  // UpdateMinMax is the plugin's statistic. On entry `min_io` / `max_io`
+  // hold the raw per-unit min/max of `obs` (often the very arrays obs.min /
+  // obs.max view); on return, the updated min/max of every unit of every
+  // call (grid order, values of obs.format).
   virtual absl::Status UpdateMinMax(const Observation& obs,
-                                    absl::Span<float> min_out,
-                                    absl::Span<float> max_out) = 0;
+                                    absl::Span<float> min_io,
+                                    absl::Span<float> max_io) = 0;
 
   // GParamMinMax returns the (min, max) the global scale is computed from,
   // for an observation of the whole tensor as one unit under tensor id "".
@@ -202,7 +271,8 @@ class Observer {
 
   // ApplyMovingAverage replaces each call's values with
   // running + c * (current - running) against the call's running statistic
-  // and stores the result. The first observation of an id is stored as is.
+  // and stores the result. The first observation of an id is stored as is
+  // (by sharing obs.stats when min_io / max_io are its arrays).
   // With `one_disables` (minmax), c == 1 disables the running state: values
   // pass through and nothing is stored; mse has no such shortcut (the seed's
   // MovingAverageMSEObserver always averages, and SPEC §9 lists no change),
@@ -231,6 +301,9 @@ class Observer {
                                       absl::Span<const float> min,
                                       absl::Span<const float> max,
                                       const Shape& shape) const;
+  // UpdateMinMax on obs's own arrays, then the qparams of the result.
+  absl::StatusOr<QParams> UpdatedQParams(const Observation& obs,
+                                         const Shape& shape);
   absl::StatusOr<RunningMinMax*> RunningFor(const ObserverCall& call);
   // Replaces each call's values with combine(running, current) against the
   // call's running statistic (stored; a new statistic takes the current

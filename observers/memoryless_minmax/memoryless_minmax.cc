@@ -15,10 +15,11 @@ class MemorylessMinMaxObserver final : public Observer {
       : Observer("memoryless_minmax", args) {}
 
  protected:
-  absl::Status UpdateMinMax(const Observation& obs, absl::Span<float> min_out,
-                            absl::Span<float> max_out) override {
-    std::copy(obs.min.begin(), obs.min.end(), min_out.begin());
-    std::copy(obs.max.begin(), obs.max.end(), max_out.begin());
+  // The current observation's raw min/max (already in min_io / max_io) are
+  // the result.
+  absl::Status UpdateMinMax(const Observation& /*obs*/,
+                            absl::Span<float> /*min_io*/,
+                            absl::Span<float> /*max_io*/) override {
     return absl::OkStatus();
   }
 };

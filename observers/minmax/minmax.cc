@@ -14,13 +14,11 @@ class MinMaxObserver final : public Observer {
       : Observer("minmax", args), options_(options) {}
 
  protected:
-  absl::Status UpdateMinMax(const Observation& obs, absl::Span<float> min_out,
-                            absl::Span<float> max_out) override {
-    std::copy(obs.min.begin(), obs.min.end(), min_out.begin());
-    std::copy(obs.max.begin(), obs.max.end(), max_out.begin());
+  absl::Status UpdateMinMax(const Observation& obs, absl::Span<float> min_io,
+                            absl::Span<float> max_io) override {
     return ApplyMovingAverage(obs, options_.averaging_constant,
-                              /*one_disables=*/true, min_out,
-                              max_out);
+                              /*one_disables=*/true, min_io,
+                              max_io);
   }
 
  private:

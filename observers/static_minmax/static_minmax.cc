@@ -15,11 +15,9 @@ class StaticMinMaxObserver final : public Observer {
       : Observer("static_minmax", args) {}
 
  protected:
-  absl::Status UpdateMinMax(const Observation& obs, absl::Span<float> min_out,
-                            absl::Span<float> max_out) override {
-    std::copy(obs.min.begin(), obs.min.end(), min_out.begin());
-    std::copy(obs.max.begin(), obs.max.end(), max_out.begin());
-    return ApplyRunningExtremes(obs, min_out, max_out);
+  absl::Status UpdateMinMax(const Observation& obs, absl::Span<float> min_io,
+                            absl::Span<float> max_io) override {
+    return ApplyRunningExtremes(obs, min_io, max_io);
   }
 };
 

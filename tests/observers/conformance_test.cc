@@ -339,6 +339,51 @@ TEST_P(ConformanceTest, UnitLayoutMustStayTheSame) {
   }
 }
 
+// Each group's tensor id keeps its own running statistic, also when a later
+// observation has more groups (group_2 starts fresh while group_0 and
+// group_1 go on) and when the ids' statistics come from different
+// observations: group j of the combined observer equals a separate observer
+// fed only column block j.
+TEST_P(ConformanceTest, RunningStatisticPerGroupIdAcrossGroupCounts) {
+  const QuantizationArgs args =
+      Args(R"({"num_bits": 4, "symmetric": false, "group_size": 8})");
+  const int64_t rows = 3;
+  std::vector<Tensor> seen;
+  seen.push_back(RandomTensor(dtype(), {rows, 16}, 1));
+  seen.push_back(RandomTensor(dtype(), {rows, 24}, 2, 3.0f));
+  seen.push_back(RandomTensor(dtype(), {rows, 24}, 3, 0.5f));
+  seen.push_back(RandomTensor(dtype(), {rows, 16}, 4, 2.0f));
+  auto combined = Make(args);
+  std::vector<std::unique_ptr<Observer>> single;
+  for (int j = 0; j < 3; ++j) single.push_back(Make(args));
+  for (size_t step = 0; step < seen.size(); ++step) {
+    auto got = combined->GetQParams(seen[step].view());
+    ASSERT_TRUE(got.ok()) << got.status();
+    const std::vector<float> x = ToFloats(seen[step].view());
+    const int64_t cols = seen[step].view().dim(1);
+    const std::vector<float> scale = ToFloats((*got)->scale.view());
+    const std::vector<float> zp = ToFloats((*got)->zero_point.view());
+    for (int64_t j = 0; j < cols / 8; ++j) {
+      std::vector<float> block;
+      for (int64_t r = 0; r < rows; ++r) {
+        block.insert(block.end(), x.begin() + r * cols + j * 8,
+                     x.begin() + r * cols + j * 8 + 8);
+      }
+      Tensor part = MakeTensor(dtype(), {rows, 8}, block);
+      auto want = single[j]->GetQParams(part.view());
+      ASSERT_TRUE(want.ok()) << want.status();
+      const std::vector<float> want_scale = ToFloats((*want)->scale.view());
+      const std::vector<float> want_zp = ToFloats((*want)->zero_point.view());
+      for (int64_t r = 0; r < rows; ++r) {
+        EXPECT_EQ(scale[r * (cols / 8) + j], want_scale[r])
+            << "step " << step << " group " << j << " row " << r;
+        EXPECT_EQ(zp[r * (cols / 8) + j], want_zp[r])
+            << "step " << step << " group " << j << " row " << r;
+      }
+    }
+  }
+}
+
 TEST_P(ConformanceTest, GlobalScaleOnlyForTensorGroup) {
   auto tensor = Make(Args(R"({"num_bits": 8})"));
   Tensor x = RandomTensor(dtype(), {4, 16}, 6);

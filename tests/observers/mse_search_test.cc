@@ -249,9 +249,9 @@ TEST(MseSearchTest, MovingAverageForEveryTensorId) {
     ReferenceCall<FloatFormat::kF32>(ua, spec, Kwargs{}, false, 0, &amin, &amax);
     ReferenceCall<FloatFormat::kF32>(ub, spec, Kwargs{}, false, 0, &bmin, &bmax);
     for (int64_t r = 0; r < 3; ++r) {
-      EXPECT_EQ(run->min[r],
+      EXPECT_EQ(run->min(r),
                 MovingAverage<FloatFormat::kF32>(amin[r], bmin[r], 0.25f));
-      EXPECT_EQ(run->max[r],
+      EXPECT_EQ(run->max(r),
                 MovingAverage<FloatFormat::kF32>(amax[r], bmax[r], 0.25f));
     }
   }
@@ -269,7 +269,7 @@ TEST(MseSearchTest, AveragingConstantOneStillAverages) {
   ASSERT_TRUE((*mse)->GetQParams(a.view()).ok());
   const RunningMinMax* run = (*mse)->running("");
   ASSERT_NE(run, nullptr);
-  const float first_min = run->min[0], first_max = run->max[0];
+  const float first_min = run->min(0), first_max = run->max(0);
   ASSERT_TRUE((*mse)->GetQParams(b.view()).ok());
   std::vector<Unit> ub(1);
   const std::vector<float> xb = ToFloats(b.view());
@@ -279,9 +279,9 @@ TEST(MseSearchTest, AveragingConstantOneStillAverages) {
   std::vector<float> bmin, bmax;
   ReferenceCall<FloatFormat::kBF16>(ub, QuantSpecFor(false, 8, true), Kwargs{},
                                     false, 0, &bmin, &bmax);
-  EXPECT_EQ(run->min[0],
+  EXPECT_EQ(run->min(0),
             MovingAverage<FloatFormat::kBF16>(first_min, bmin[0], 1.0f));
-  EXPECT_EQ(run->max[0],
+  EXPECT_EQ(run->max(0),
             MovingAverage<FloatFormat::kBF16>(first_max, bmax[0], 1.0f));
 }
 

@@ -72,12 +72,12 @@ TEST(SeedExpectationsTest, MovingAverageOfMinMax) {
   ASSERT_TRUE((*obs)->Forward(max_update.view()).ok());
   const RunningMinMax* running = (*obs)->running("");
   ASSERT_NE(running, nullptr);
-  EXPECT_NEAR(running->max[0], 2.26, 1e-6);
-  EXPECT_NEAR(running->min[0], 1.0, 1e-6);
+  EXPECT_NEAR(running->max(0), 2.26, 1e-6);
+  EXPECT_NEAR(running->min(0), 1.0, 1e-6);
   ASSERT_TRUE((*obs)->Forward(min_update.view()).ok());
-  EXPECT_NEAR(running->min[0], -0.29, 1e-6);
+  EXPECT_NEAR(running->min(0), -0.29, 1e-6);
   // The qparams follow the running values: max(|-0.29|, 2.2474) / 127.5.
-  const float max_now = running->max[0];
+  const float max_now = running->max(0);
   EXPECT_NEAR(max_now, 2.26 + 0.01 * (1 - 2.26), 1e-6);
   EXPECT_EQ(ToFloats((*obs)->qparams()->scale.view())[0], max_now / 127.5f);
 }
