@@ -205,9 +205,8 @@ absl::Status Observer::Observe(const TensorView& x2d, const TileGrid& grid,
 }
 
 absl::StatusOr<QParams> Observer::UnitQParams(const Observation& obs,
-                                              absl::Span<const float> min,
-                                              absl::Span<const float> max,
                                               const Shape& shape) const {
+  const absl::Span<const float> min = obs.min, max = obs.max;
   QParams qp;
   QCAL_ASSIGN_OR_RETURN(qp.scale, Tensor::Zeros(DTypeOf(obs.format), shape));
   QCAL_ASSIGN_OR_RETURN(qp.zero_point,
@@ -242,7 +241,7 @@ absl::StatusOr<QParams> Observer::UpdatedQParams(const Observation& obs,
   QCAL_RETURN_IF_ERROR(UpdateMinMax(obs,
                                     absl::MakeSpan(obs.stats->min.get(), n),
                                     absl::MakeSpan(obs.stats->max.get(), n)));
-  return UnitQParams(obs, obs.min, obs.max, shape);
+  return UnitQParams(obs, shape);
 }
 
 absl::StatusOr<ForwardResult> Observer::Forward(
@@ -515,8 +514,8 @@ absl::StatusOr<float> Observer::GetGParam(const TensorView& observed) {
   grid.tile_cols = grid.cols;
   Observation obs;
   QCAL_RETURN_IF_ERROR(
-      Observe(x2d, grid, {{"", UnitRange::Single(0), {}}}, std::nullopt, observed, nullptr,
-              &obs));
+      Observe(x2d, grid, {{"", UnitRange::Single(0), {}}}, std::nullopt,
+              observed, nullptr, &obs));
   QCAL_ASSIGN_OR_RETURN(auto min_max, GParamMinMax(obs));
   return GlobalScale(min_max.first, min_max.second);
 }

@@ -296,10 +296,9 @@ class Observer {
                        std::optional<float> global_scale,
                        const TensorView& original, const int64_t* column_perm,
                        Observation* obs);
-  // The qparams of every unit of `obs` from updated min/max.
+  // The qparams of every unit of `obs` from obs.min / obs.max (after
+  // UpdateMinMax has updated them).
   absl::StatusOr<QParams> UnitQParams(const Observation& obs,
-                                      absl::Span<const float> min,
-                                      absl::Span<const float> max,
                                       const Shape& shape) const;
   // UpdateMinMax on obs's own arrays, then the qparams of the result.
   absl::StatusOr<QParams> UpdatedQParams(const Observation& obs,
