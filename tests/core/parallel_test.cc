@@ -32,7 +32,9 @@ TEST(ParallelForTest, CoversEveryIndexOnceInLongEnoughRanges) {
         }
         for (const auto& [b, e] : ranges) {
           EXPECT_LT(b, e);
-          if (e != n) EXPECT_GE(e - b, min_chunk);
+          if (e != n) {
+            EXPECT_GE(e - b, min_chunk);
+          }
         }
       }
     }
