@@ -34,7 +34,11 @@ done
 
 output_base="${QCAL_FUZZ_OUTPUT_BASE:-${HOME:-/tmp}/.cache/qcal-fuzz-output}"
 export CC=clang CXX=clang++
-./bazelw --output_base="$output_base" build --config=fuzz "${labels[@]}"
+# --symlink_prefix=/: no bazel-* links in the workspace. Links into this
+# output base would replace the normal build's, and the normal build would
+# then descend into them (`bazel test //...` fails on them).
+./bazelw --output_base="$output_base" build --config=fuzz --symlink_prefix=/ \
+  "${labels[@]}"
 bin="$(./bazelw --output_base="$output_base" info --config=fuzz bazel-bin 2>/dev/null)"
 
 status=0
