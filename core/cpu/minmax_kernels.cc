@@ -671,6 +671,15 @@ namespace internal_cpu {
 HWY_EXPORT(MinMaxTarget);
 HWY_EXPORT(TargetOfThisCode);
 
+// The dispatch happens inside this namespace: with a single compiled target
+// HWY_DYNAMIC_DISPATCH(F) is the unqualified N_<TARGET>::F.
+void DispatchMinMax(const MinMaxJob& job) {
+  HWY_DYNAMIC_DISPATCH(MinMaxTarget)(job);
+}
+int64_t DispatchTargetOfThisCode() {
+  return HWY_DYNAMIC_DISPATCH(TargetOfThisCode)();
+}
+
 }  // namespace internal_cpu
 
 absl::Status SimdMinMax(const MinMaxRequest& request, const ExecOptions& exec,
@@ -694,7 +703,7 @@ absl::Status SimdMinMax(const MinMaxRequest& request, const ExecOptions& exec,
     if (out.first_nonfinite != nullptr) *out.first_nonfinite = -1;
     return absl::OkStatus();
   }
-  HWY_DYNAMIC_DISPATCH(internal_cpu::MinMaxTarget)(job);
+  internal_cpu::DispatchMinMax(job);
   return absl::OkStatus();
 }
 
@@ -711,7 +720,7 @@ std::vector<int64_t> SimdTargets() {
 std::string SimdTargetName(int64_t target) { return hwy::TargetName(target); }
 
 int64_t ActiveSimdTarget() {
-  return HWY_DYNAMIC_DISPATCH(internal_cpu::TargetOfThisCode)();
+  return internal_cpu::DispatchTargetOfThisCode();
 }
 
 ScopedSimdTarget::ScopedSimdTarget(int64_t target) {

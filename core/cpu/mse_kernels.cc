@@ -841,6 +841,20 @@ HWY_EXPORT(PowNormTarget);
 HWY_EXPORT(CandidateParamsTarget);
 HWY_EXPORT(QuantStatsTarget);
 
+// The dispatch happens inside this namespace: with a single compiled target
+// HWY_DYNAMIC_DISPATCH(F) is the unqualified N_<TARGET>::F.
+void DispatchMse(const MseJob& job) { HWY_DYNAMIC_DISPATCH(MseTarget)(job); }
+void DispatchQuantStats(const QuantStatsJob& job) {
+  HWY_DYNAMIC_DISPATCH(QuantStatsTarget)(job);
+}
+void DispatchCandidateParams(const MseJob& job, FakeQuantParams* out) {
+  HWY_DYNAMIC_DISPATCH(CandidateParamsTarget)(job, out);
+}
+void DispatchPowNorm(FloatFormat format, const float* a, int64_t n,
+                     float exponent, const float* table, float* out) {
+  HWY_DYNAMIC_DISPATCH(PowNormTarget)(format, a, n, exponent, table, out);
+}
+
 namespace {
 
 // PowTable is PowNorm<F>(v, exponent) for every non-negative value v of a
@@ -932,7 +946,7 @@ absl::Status SimdMseErrors(const MseRequest& request, const ExecOptions& exec,
   }
   job.shrink_padded = shrink_padded.data();
   job.lean = internal_cpu::LeanArgs(request.format, request.spec);
-  HWY_DYNAMIC_DISPATCH(internal_cpu::MseTarget)(job);
+  internal_cpu::DispatchMse(job);
   return absl::OkStatus();
 }
 
@@ -984,7 +998,7 @@ absl::Status SimdQuantErrorStats(const TensorView& x, const TileGrid& grid,
   job.noise = noise.data();
   job.clipped = clipped.data();
   job.finite = finite.data();
-  HWY_DYNAMIC_DISPATCH(internal_cpu::QuantStatsTarget)(job);
+  internal_cpu::DispatchQuantStats(job);
   for (int64_t r = 0; r < grid.rows; ++r) {
     rows[r] = QuantErrorRowStats{signal[r], noise[r], clipped[r], finite[r]};
   }
@@ -1012,7 +1026,7 @@ void SimdCandidateParamsForTest(FloatFormat format, const QuantSpec& spec,
   }
   job.shrink_padded = padded.data();
   out->resize(shrink.size());
-  HWY_DYNAMIC_DISPATCH(internal_cpu::CandidateParamsTarget)(job, out->data());
+  internal_cpu::DispatchCandidateParams(job, out->data());
 }
 
 void SimdPowNormForTest(FloatFormat format, const float* a, int64_t n,
@@ -1023,8 +1037,7 @@ void SimdPowNormForTest(FloatFormat format, const float* a, int64_t n,
     table = internal_cpu::GetPowTable(format, exponent);
     values = table->values.data();
   }
-  HWY_DYNAMIC_DISPATCH(internal_cpu::PowNormTarget)(format, a, n, exponent,
-                                                    values, out);
+  internal_cpu::DispatchPowNorm(format, a, n, exponent, values, out);
 }
 
 }  // namespace qcal
