@@ -28,7 +28,9 @@
 #define HWY_TARGET_INCLUDE "core/cpu/minmax_kernels.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/aligned_allocator.h"
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
+#include "core/cpu/simd_math-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace qcal {
@@ -36,6 +38,7 @@ namespace internal_cpu {
 namespace HWY_NAMESPACE {
 
 namespace hn = hwy::HWY_NAMESPACE;
+namespace simd = qcal::HWY_NAMESPACE::simd;
 
 // KeyTraits<F> describes the keys of format F: the lane type, the keys of
 // the largest and smallest finite values, and the magnitude mask.
@@ -136,6 +139,56 @@ HWY_INLINE void Fold(D d, hn::Vec<D> bits, VecState<D>& s) {
     s.a = hn::Min(s.a, bits);
     s.b = hn::Max(s.b, bits);
     s.c = hn::BitCast(d, hn::Max(hn::BitCast(du, s.c), hn::BitCast(du, bits)));
+  }
+}
+
+// Folds four vectors of bit patterns into the state: combined pairwise
+// first, so that one state (three registers) suffices at full throughput.
+template <FloatFormat F, bool kSkip, class D>
+HWY_INLINE void Fold4(D d, hn::Vec<D> v0, hn::Vec<D> v1, hn::Vec<D> v2,
+                      hn::Vec<D> v3, VecState<D>& s) {
+  using T = typename KeyTraits<F>::T;
+  if constexpr (kSkip) {
+    const auto lo = hn::Set(d, static_cast<T>(KeyTraits<F>::kMinFinite));
+    const auto hi = hn::Set(d, static_cast<T>(KeyTraits<F>::kMaxFinite));
+    const auto top = hn::Set(d, hwy::LimitsMax<T>());
+    const auto bottom = hn::Set(d, hwy::LimitsMin<T>());
+    const auto k0 = Keys<F>(d, v0), k1 = Keys<F>(d, v1);
+    const auto k2 = Keys<F>(d, v2), k3 = Keys<F>(d, v3);
+    const auto a01 = hn::Min(hn::IfThenElse(hn::Lt(k0, lo), top, k0),
+                             hn::IfThenElse(hn::Lt(k1, lo), top, k1));
+    const auto a23 = hn::Min(hn::IfThenElse(hn::Lt(k2, lo), top, k2),
+                             hn::IfThenElse(hn::Lt(k3, lo), top, k3));
+    s.a = hn::Min(s.a, hn::Min(a01, a23));
+    const auto b01 = hn::Max(hn::IfThenElse(hn::Gt(k0, hi), bottom, k0),
+                             hn::IfThenElse(hn::Gt(k1, hi), bottom, k1));
+    const auto b23 = hn::Max(hn::IfThenElse(hn::Gt(k2, hi), bottom, k2),
+                             hn::IfThenElse(hn::Gt(k3, hi), bottom, k3));
+    s.b = hn::Max(s.b, hn::Max(b01, b23));
+  } else {
+    const hn::RebindToUnsigned<D> du;
+    s.a = hn::Min(s.a, hn::Min(hn::Min(v0, v1), hn::Min(v2, v3)));
+    s.b = hn::Max(s.b, hn::Max(hn::Max(v0, v1), hn::Max(v2, v3)));
+    const auto u0 = hn::BitCast(du, v0), u1 = hn::BitCast(du, v1);
+    const auto u2 = hn::BitCast(du, v2), u3 = hn::BitCast(du, v3);
+    s.c = hn::BitCast(d, hn::Max(hn::BitCast(du, s.c),
+                                 hn::Max(hn::Max(u0, u1), hn::Max(u2, u3))));
+  }
+}
+
+// The unit loops prefetch the cache lines kPrefetchAhead elements (4 KiB of
+// f32, 2 KiB of f16/bf16) beyond the kBytes bytes they are about to load:
+// with many short units per row, or three reductions per vector, they keep
+// too few loads in flight for the hardware prefetchers alone and wait on
+// memory. The address is formed as an integer (it may lie past the data;
+// a prefetch never faults).
+constexpr size_t kPrefetchAhead = 1024;
+
+template <size_t kBytes, class T>
+HWY_INLINE void PrefetchAhead(const T* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p) + kPrefetchAhead * sizeof(T);
+  for (size_t k = 0; k < kBytes; k += 64) {
+    hwy::Prefetch(reinterpret_cast<const uint8_t*>(a + k));
   }
 }
 
@@ -273,10 +326,14 @@ HWY_INLINE void BatchReduce(D d, hn::Vec<D>* v, hn::TFromD<D>* out) {
   }
 }
 
-// Units [j0, j0 + kBatch) of one row, every one at least a vector long.
+// Units [j0, j0 + kBatch) of one row, every one at least a vector long:
+// unit u's reductions go to ra[u], rb[u] and (kError) rc[u] (see Partial).
 template <FloatFormat F, bool kSkip, class D>
 HWY_INLINE void ReduceBatch(D d, const typename KeyTraits<F>::T* HWY_RESTRICT row,
-                            const TileGrid& g, int64_t j0, Partial* out) {
+                            const TileGrid& g, int64_t j0,
+                            typename KeyTraits<F>::T* HWY_RESTRICT ra,
+                            typename KeyTraits<F>::T* HWY_RESTRICT rb,
+                            typename KeyTraits<F>::T* HWY_RESTRICT rc) {
   using T = typename KeyTraits<F>::T;
   constexpr size_t kN = hn::MaxLanes(D());
   constexpr size_t kBatch = 16 / sizeof(T);
@@ -287,17 +344,35 @@ HWY_INLINE void ReduceBatch(D d, const typename KeyTraits<F>::T* HWY_RESTRICT ro
     const T* p = row + c0;
     VecState<D> s = InitState(d);
     size_t i = 0;
-    for (; i + kN <= n; i += kN) Fold<F, kSkip>(d, hn::LoadU(d, p + i), s);
+    for (; i + 4 * kN <= n; i += 4 * kN) {
+      PrefetchAhead<4 * kN * sizeof(T)>(p + i);
+      Fold4<F, kSkip>(d, hn::LoadU(d, p + i), hn::LoadU(d, p + i + kN),
+                      hn::LoadU(d, p + i + 2 * kN),
+                      hn::LoadU(d, p + i + 3 * kN), s);
+    }
+    for (; i + kN <= n; i += kN) {
+      PrefetchAhead<kN * sizeof(T)>(p + i);
+      Fold<F, kSkip>(d, hn::LoadU(d, p + i), s);
+    }
     if (i < n) Fold<F, kSkip>(d, hn::LoadU(d, p + n - kN), s);
     va[u] = s.a;
     vb[u] = s.b;
     vc[u] = s.c;
   }
-  HWY_ALIGN T ra[kBatch], rb[kBatch], rc[kBatch];
   BatchReduce<LaneOp::kMin>(d, va, ra);
   BatchReduce<LaneOp::kMax>(d, vb, rb);
   if constexpr (!kSkip) BatchReduce<LaneOp::kUMax>(d, vc, rc);
+}
+
+// ReduceBatch into Partials.
+template <FloatFormat F, bool kSkip, class D>
+HWY_INLINE void ReduceBatch(D d, const typename KeyTraits<F>::T* HWY_RESTRICT row,
+                            const TileGrid& g, int64_t j0, Partial* out) {
+  using T = typename KeyTraits<F>::T;
   using U = std::make_unsigned_t<T>;
+  constexpr size_t kBatch = 16 / sizeof(T);
+  HWY_ALIGN T ra[kBatch], rb[kBatch], rc[kBatch];
+  ReduceBatch<F, kSkip>(d, row, g, j0, ra, rb, rc);
   for (size_t u = 0; u < kBatch; ++u) {
     out[u].a = ra[u];
     out[u].b = rb[u];
@@ -313,25 +388,16 @@ HWY_INLINE void ReduceBatch(D d, const typename KeyTraits<F>::T* HWY_RESTRICT ro
 template <FloatFormat F, bool kSkip, class D>
 HWY_INLINE void ReduceRun(D d, const typename KeyTraits<F>::T* HWY_RESTRICT p,
                           size_t n, Partial& out) {
+  using T = typename KeyTraits<F>::T;
   constexpr size_t kN = hn::MaxLanes(D());
   if (n >= kN) {
     VecState<D> s0 = InitState(d);
     size_t i = 0;
-    if (n >= 4 * kN) {
-      VecState<D> s1 = s0, s2 = s0, s3 = s0;
-      for (; i + 4 * kN <= n; i += 4 * kN) {
-        Fold<F, kSkip>(d, hn::LoadU(d, p + i), s0);
-        Fold<F, kSkip>(d, hn::LoadU(d, p + i + kN), s1);
-        Fold<F, kSkip>(d, hn::LoadU(d, p + i + 2 * kN), s2);
-        Fold<F, kSkip>(d, hn::LoadU(d, p + i + 3 * kN), s3);
-      }
-      const hn::RebindToUnsigned<D> du;
-      for (const VecState<D>* t : {&s1, &s2, &s3}) {
-        s0.a = hn::Min(s0.a, t->a);
-        s0.b = hn::Max(s0.b, t->b);
-        s0.c = hn::BitCast(
-            d, hn::Max(hn::BitCast(du, s0.c), hn::BitCast(du, t->c)));
-      }
+    for (; i + 4 * kN <= n; i += 4 * kN) {
+      PrefetchAhead<4 * kN * sizeof(T)>(p + i);
+      Fold4<F, kSkip>(d, hn::LoadU(d, p + i), hn::LoadU(d, p + i + kN),
+                      hn::LoadU(d, p + i + 2 * kN),
+                      hn::LoadU(d, p + i + 3 * kN), s0);
     }
     for (; i + kN <= n; i += kN) Fold<F, kSkip>(d, hn::LoadU(d, p + i), s0);
     if (i < n) Fold<F, kSkip>(d, hn::LoadU(d, p + n - kN), s0);
@@ -351,11 +417,21 @@ HWY_INLINE void ReduceRun(D d, const typename KeyTraits<F>::T* HWY_RESTRICT p,
 template <FloatFormat F, bool kSkip, class D>
 HWY_INLINE void AccumulateRun(D d, const typename KeyTraits<F>::T* HWY_RESTRICT p,
                               size_t n, typename KeyTraits<F>::T* state) {
+  using T = typename KeyTraits<F>::T;
   constexpr size_t kN = hn::MaxLanes(D());
   VecState<D> s{hn::Load(d, state), hn::Load(d, state + kN),
                 hn::Load(d, state + 2 * kN)};
   size_t i = 0;
-  for (; i + kN <= n; i += kN) Fold<F, kSkip>(d, hn::LoadU(d, p + i), s);
+  for (; i + 4 * kN <= n; i += 4 * kN) {
+    PrefetchAhead<4 * kN * sizeof(T)>(p + i);
+    Fold4<F, kSkip>(d, hn::LoadU(d, p + i), hn::LoadU(d, p + i + kN),
+                    hn::LoadU(d, p + i + 2 * kN), hn::LoadU(d, p + i + 3 * kN),
+                    s);
+  }
+  for (; i + kN <= n; i += kN) {
+    PrefetchAhead<kN * sizeof(T)>(p + i);
+    Fold<F, kSkip>(d, hn::LoadU(d, p + i), s);
+  }
   if (i < n) Fold<F, kSkip>(d, hn::LoadU(d, p + n - kN), s);
   hn::Store(s.a, d, state);
   hn::Store(s.b, d, state + kN);
@@ -442,6 +518,74 @@ HWY_INLINE void FinishUnit(const MinMaxJob& job, int64_t u, const Partial& r,
   job.out_min[u] = BitsToValue<F>(min_bits);
   job.out_max[u] = BitsToValue<F>(max_bits);
 }
+
+#if HWY_TARGET != HWY_SCALAR
+// Widens 128 bits of bit patterns of F (as KeyTraits<F>::T) to float32 and
+// stores them at out (16 / sizeof(T) values), as BitsToValue<F> does.
+template <FloatFormat F>
+HWY_INLINE void StoreValues(hn::Vec<hn::Full128<typename KeyTraits<F>::T>> v,
+                            float* HWY_RESTRICT out) {
+  using T = typename KeyTraits<F>::T;
+  const hn::Full128<float> df;
+  if constexpr (F == FloatFormat::kF32) {
+    hn::StoreU(hn::BitCast(df, v), df, out);
+  } else {
+    const hn::Full128<uint16_t> d16;
+    const hn::Full64<uint16_t> dh;
+    const hn::Full128<uint32_t> d32;
+    const auto u = hn::BitCast(d16, v);
+    const auto lo = hn::PromoteTo(d32, hn::LowerHalf(dh, u));
+    const auto hi = hn::PromoteTo(d32, hn::UpperHalf(dh, u));
+    static_assert(sizeof(T) == 2, "16-bit formats");
+    if constexpr (F == FloatFormat::kBF16) {
+      hn::StoreU(hn::BitCast(df, hn::ShiftLeft<16>(lo)), df, out);
+      hn::StoreU(hn::BitCast(df, hn::ShiftLeft<16>(hi)), df, out + 4);
+    } else {
+      hn::StoreU(simd::F16ToF32V(df, lo), df, out);
+      hn::StoreU(simd::F16ToF32V(df, hi), df, out + 4);
+    }
+  }
+}
+
+// FinishUnit (kError) of units [u0, u0 + 16 / sizeof(T)) from ReduceBatch's
+// reductions, lane by lane the same selections and conversions. Returns
+// false, writing nothing, if an extreme is a zero (whose sign FinishUnit
+// looks up); the caller then finishes those units one by one.
+template <FloatFormat F>
+HWY_INLINE bool FinishBatch(const MinMaxJob& job, int64_t u0,
+                            const typename KeyTraits<F>::T* HWY_RESTRICT ra,
+                            const typename KeyTraits<F>::T* HWY_RESTRICT rb,
+                            const typename KeyTraits<F>::T* HWY_RESTRICT rc,
+                            std::atomic<bool>& saw_nonfinite) {
+  using T = typename KeyTraits<F>::T;
+  using U = std::make_unsigned_t<T>;
+  const hn::Full128<T> d;
+  const auto a = hn::Load(d, ra), b = hn::Load(d, rb), c = hn::Load(d, rc);
+  const auto zero = hn::Zero(d);
+  // Sign and exponent all ones, as T (negative): c (unsigned) reaches it
+  // exactly when c, as T, lies in [kSignExp, 0).
+  const T kSignExp = static_cast<T>(static_cast<U>(
+      std::numeric_limits<U>::max() ^
+      static_cast<U>(KeyTraits<F>::kMagnitude ^ KeyTraits<F>::kExponent)));
+  const auto bad = hn::Or(
+      hn::Gt(b, hn::Set(d, static_cast<T>(KeyTraits<F>::kExponent - 1))),
+      hn::And(hn::Gt(c, hn::Set(d, static_cast<T>(kSignExp - 1))),
+              hn::Lt(c, zero)));
+  const auto min_bits = hn::IfThenElse(hn::Lt(c, zero), c, a);
+  const auto max_bits = hn::IfThenElse(hn::Lt(b, zero), a, b);
+  const auto mag = hn::Set(d, static_cast<T>(KeyTraits<F>::kMagnitude));
+  if (!hn::AllFalse(d, hn::Or(hn::Eq(hn::And(min_bits, mag), zero),
+                              hn::Eq(hn::And(max_bits, mag), zero)))) {
+    return false;
+  }
+  if (!hn::AllFalse(d, bad)) {
+    saw_nonfinite.store(true, std::memory_order_relaxed);
+  }
+  StoreValues<F>(min_bits, job.out_min + u0);
+  StoreValues<F>(max_bits, job.out_max + u0);
+  return true;
+}
+#endif  // HWY_TARGET != HWY_SCALAR
 
 // The smallest flat index of a non-finite element, or -1.
 template <FloatFormat F>
@@ -534,9 +678,14 @@ void MinMaxImpl(const MinMaxJob& job) {
     const int64_t split_rows = (g.tile_rows + splits - 1) / splits;
     std::vector<Partial> parts(splits > 1 ? gr * splits * gc : 0);
     // Reduces rows [ra, rb) of tile row ti into out[0 .. gc).
+    // With finish_u0 >= 0 (rows of whole units: the first is unit
+    // finish_u0), units of full batches may be finished here (kError);
+    // returns how many leading units were, whose out[] stays unset.
     auto reduce_rows = [&](int64_t ra, int64_t rb, Partial* out,
-                           hwy::AlignedFreeUniquePtr<T[]>& acc) {
+                           hwy::AlignedFreeUniquePtr<T[]>& acc,
+                           int64_t finish_u0) -> int64_t {
       for (int64_t j = 0; j < gc; ++j) out[j] = Partial();
+      int64_t finished = 0;
       if (rb - ra == 1) {
         const T* row = data + ra * g.cols;
         int64_t j = 0;
@@ -545,6 +694,23 @@ void MinMaxImpl(const MinMaxJob& job) {
         constexpr int64_t kBatch = 16 / sizeof(T);
         const int64_t full_units =
             g.tile_cols >= static_cast<int64_t>(kN) ? g.cols / g.tile_cols : 0;
+        if (!kSkip && finish_u0 >= 0) {
+          HWY_ALIGN T bra[kBatch], brb[kBatch], brc[kBatch];
+          for (; j + kBatch <= full_units; j += kBatch) {
+            ReduceBatch<F, kSkip>(d, row, g, j, bra, brb, brc);
+            if (finished == j &&
+                FinishBatch<F>(job, finish_u0 + j, bra, brb, brc,
+                               saw_nonfinite)) {
+              finished = j + kBatch;
+              continue;
+            }
+            for (int64_t u = 0; u < kBatch; ++u) {
+              out[j + u].a = bra[u];
+              out[j + u].b = brb[u];
+              out[j + u].c = static_cast<std::make_unsigned_t<T>>(brc[u]);
+            }
+          }
+        }
         for (; j + kBatch <= full_units; j += kBatch) {
           ReduceBatch<F, kSkip>(d, row, g, j, out + j);
         }
@@ -553,7 +719,7 @@ void MinMaxImpl(const MinMaxJob& job) {
           ReduceRun<F, kSkip>(d, row + g.col_begin(j),
                               g.col_end(j) - g.col_begin(j), out[j]);
         }
-        return;
+        return finished;
       }
       // Vector states per tile column: one horizontal reduction per unit at
       // the end instead of one per row.
@@ -583,6 +749,7 @@ void MinMaxImpl(const MinMaxJob& job) {
                                                 hn::Load(d, st + 2 * kN)},
                           out[j]);
       }
+      return 0;
     };
     const int64_t row_len = split_rows * g.cols;
     const int64_t min_chunk =
@@ -598,13 +765,14 @@ void MinMaxImpl(const MinMaxJob& job) {
                         g.row_end(ti), g.row_begin(ti) + si * split_rows);
                     const int64_t rb = std::min(g.row_end(ti), ra + split_rows);
                     if (splits == 1) {
-                      reduce_rows(ra, rb, local.data(), acc);
-                      for (int64_t j = 0; j < gc; ++j) {
+                      const int64_t finished =
+                          reduce_rows(ra, rb, local.data(), acc, ti * gc);
+                      for (int64_t j = finished; j < gc; ++j) {
                         FinishUnit<F, kSkip>(job, ti * gc + j, local[j],
                                              saw_nonfinite);
                       }
                     } else {
-                      reduce_rows(ra, rb, parts.data() + it * gc, acc);
+                      reduce_rows(ra, rb, parts.data() + it * gc, acc, -1);
                     }
                   }
                 });
