@@ -192,6 +192,28 @@ HWY_INLINE void PrefetchAhead(const T* p) {
   }
 }
 
+// Folds the n >= Lanes(d) elements at p into the state: four vectors per
+// step with prefetching, then single vectors, then the last vector
+// overlapping the previous one (re-reading elements is harmless for min/max).
+template <FloatFormat F, bool kSkip, class D>
+HWY_INLINE void FoldRun(D d, const typename KeyTraits<F>::T* HWY_RESTRICT p,
+                        size_t n, VecState<D>& s) {
+  using T = typename KeyTraits<F>::T;
+  constexpr size_t kN = hn::MaxLanes(D());
+  size_t i = 0;
+  for (; i + 4 * kN <= n; i += 4 * kN) {
+    PrefetchAhead<4 * kN * sizeof(T)>(p + i);
+    Fold4<F, kSkip>(d, hn::LoadU(d, p + i), hn::LoadU(d, p + i + kN),
+                    hn::LoadU(d, p + i + 2 * kN), hn::LoadU(d, p + i + 3 * kN),
+                    s);
+  }
+  for (; i + kN <= n; i += kN) {
+    PrefetchAhead<kN * sizeof(T)>(p + i);
+    Fold<F, kSkip>(d, hn::LoadU(d, p + i), s);
+  }
+  if (i < n) Fold<F, kSkip>(d, hn::LoadU(d, p + n - kN), s);
+}
+
 template <FloatFormat F, bool kSkip>
 HWY_INLINE void FoldScalar(typename KeyTraits<F>::T bits, Partial& p) {
   using T = typename KeyTraits<F>::T;
@@ -343,18 +365,7 @@ HWY_INLINE void ReduceBatch(D d, const typename KeyTraits<F>::T* HWY_RESTRICT ro
     const size_t n = static_cast<size_t>(g.col_end(j0 + u) - c0);
     const T* p = row + c0;
     VecState<D> s = InitState(d);
-    size_t i = 0;
-    for (; i + 4 * kN <= n; i += 4 * kN) {
-      PrefetchAhead<4 * kN * sizeof(T)>(p + i);
-      Fold4<F, kSkip>(d, hn::LoadU(d, p + i), hn::LoadU(d, p + i + kN),
-                      hn::LoadU(d, p + i + 2 * kN),
-                      hn::LoadU(d, p + i + 3 * kN), s);
-    }
-    for (; i + kN <= n; i += kN) {
-      PrefetchAhead<kN * sizeof(T)>(p + i);
-      Fold<F, kSkip>(d, hn::LoadU(d, p + i), s);
-    }
-    if (i < n) Fold<F, kSkip>(d, hn::LoadU(d, p + n - kN), s);
+    FoldRun<F, kSkip>(d, p, n, s);
     va[u] = s.a;
     vb[u] = s.b;
     vc[u] = s.c;
@@ -388,19 +399,10 @@ HWY_INLINE void ReduceBatch(D d, const typename KeyTraits<F>::T* HWY_RESTRICT ro
 template <FloatFormat F, bool kSkip, class D>
 HWY_INLINE void ReduceRun(D d, const typename KeyTraits<F>::T* HWY_RESTRICT p,
                           size_t n, Partial& out) {
-  using T = typename KeyTraits<F>::T;
   constexpr size_t kN = hn::MaxLanes(D());
   if (n >= kN) {
     VecState<D> s0 = InitState(d);
-    size_t i = 0;
-    for (; i + 4 * kN <= n; i += 4 * kN) {
-      PrefetchAhead<4 * kN * sizeof(T)>(p + i);
-      Fold4<F, kSkip>(d, hn::LoadU(d, p + i), hn::LoadU(d, p + i + kN),
-                      hn::LoadU(d, p + i + 2 * kN),
-                      hn::LoadU(d, p + i + 3 * kN), s0);
-    }
-    for (; i + kN <= n; i += kN) Fold<F, kSkip>(d, hn::LoadU(d, p + i), s0);
-    if (i < n) Fold<F, kSkip>(d, hn::LoadU(d, p + n - kN), s0);
+    FoldRun<F, kSkip>(d, p, n, s0);
     Horizontal<kSkip>(d, s0, out);
     return;
   }
@@ -417,22 +419,10 @@ HWY_INLINE void ReduceRun(D d, const typename KeyTraits<F>::T* HWY_RESTRICT p,
 template <FloatFormat F, bool kSkip, class D>
 HWY_INLINE void AccumulateRun(D d, const typename KeyTraits<F>::T* HWY_RESTRICT p,
                               size_t n, typename KeyTraits<F>::T* state) {
-  using T = typename KeyTraits<F>::T;
   constexpr size_t kN = hn::MaxLanes(D());
   VecState<D> s{hn::Load(d, state), hn::Load(d, state + kN),
                 hn::Load(d, state + 2 * kN)};
-  size_t i = 0;
-  for (; i + 4 * kN <= n; i += 4 * kN) {
-    PrefetchAhead<4 * kN * sizeof(T)>(p + i);
-    Fold4<F, kSkip>(d, hn::LoadU(d, p + i), hn::LoadU(d, p + i + kN),
-                    hn::LoadU(d, p + i + 2 * kN), hn::LoadU(d, p + i + 3 * kN),
-                    s);
-  }
-  for (; i + kN <= n; i += kN) {
-    PrefetchAhead<kN * sizeof(T)>(p + i);
-    Fold<F, kSkip>(d, hn::LoadU(d, p + i), s);
-  }
-  if (i < n) Fold<F, kSkip>(d, hn::LoadU(d, p + n - kN), s);
+  FoldRun<F, kSkip>(d, p, n, s);
   hn::Store(s.a, d, state);
   hn::Store(s.b, d, state + kN);
   hn::Store(s.c, d, state + 2 * kN);
