@@ -375,15 +375,15 @@ HWY_INLINE void ReduceBatch(D d, const typename KeyTraits<F>::T* HWY_RESTRICT ro
   if constexpr (!kSkip) BatchReduce<LaneOp::kUMax>(d, vc, rc);
 }
 
-// ReduceBatch into Partials.
-template <FloatFormat F, bool kSkip, class D>
-HWY_INLINE void ReduceBatch(D d, const typename KeyTraits<F>::T* HWY_RESTRICT row,
-                            const TileGrid& g, int64_t j0, Partial* out) {
+// ReduceBatch's reductions as the units' Partials.
+template <FloatFormat F, bool kSkip>
+HWY_INLINE void StorePartials(const typename KeyTraits<F>::T* HWY_RESTRICT ra,
+                              const typename KeyTraits<F>::T* HWY_RESTRICT rb,
+                              const typename KeyTraits<F>::T* HWY_RESTRICT rc,
+                              Partial* out) {
   using T = typename KeyTraits<F>::T;
   using U = std::make_unsigned_t<T>;
   constexpr size_t kBatch = 16 / sizeof(T);
-  HWY_ALIGN T ra[kBatch], rb[kBatch], rc[kBatch];
-  ReduceBatch<F, kSkip>(d, row, g, j0, ra, rb, rc);
   for (size_t u = 0; u < kBatch; ++u) {
     out[u].a = ra[u];
     out[u].b = rb[u];
@@ -684,25 +684,18 @@ void MinMaxImpl(const MinMaxJob& job) {
         constexpr int64_t kBatch = 16 / sizeof(T);
         const int64_t full_units =
             g.tile_cols >= static_cast<int64_t>(kN) ? g.cols / g.tile_cols : 0;
-        if (!kSkip && finish_u0 >= 0) {
-          HWY_ALIGN T bra[kBatch], brb[kBatch], brc[kBatch];
-          for (; j + kBatch <= full_units; j += kBatch) {
-            ReduceBatch<F, kSkip>(d, row, g, j, bra, brb, brc);
-            if (finished == j &&
-                FinishBatch<F>(job, finish_u0 + j, bra, brb, brc,
+        HWY_ALIGN T ba[kBatch], bb[kBatch], bc[kBatch];
+        for (; j + kBatch <= full_units; j += kBatch) {
+          ReduceBatch<F, kSkip>(d, row, g, j, ba, bb, bc);
+          if constexpr (!kSkip) {
+            if (finish_u0 >= 0 && finished == j &&
+                FinishBatch<F>(job, finish_u0 + j, ba, bb, bc,
                                saw_nonfinite)) {
               finished = j + kBatch;
               continue;
             }
-            for (int64_t u = 0; u < kBatch; ++u) {
-              out[j + u].a = bra[u];
-              out[j + u].b = brb[u];
-              out[j + u].c = static_cast<std::make_unsigned_t<T>>(brc[u]);
-            }
           }
-        }
-        for (; j + kBatch <= full_units; j += kBatch) {
-          ReduceBatch<F, kSkip>(d, row, g, j, out + j);
+          StorePartials<F, kSkip>(ba, bb, bc, out + j);
         }
 #endif
         for (; j < gc; ++j) {

@@ -26,7 +26,6 @@ constexpr uintptr_t kPrefetchBytes = 4096;
 // One unsigned max per loaded vector, eight independent accumulators: the
 // fastest plain read loop measured on AMD Zen 4 (a sum with four
 // accumulators was ~20% slower, and slower than the min/max kernels).
-
 uint32_t MaxRange(const uint32_t* HWY_RESTRICT p, int64_t n) {
   const hn::ScalableTag<uint32_t> d;
   const int64_t kN = static_cast<int64_t>(hn::Lanes(d));
