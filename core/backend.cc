@@ -29,7 +29,8 @@ int DeviceSlot(Device device) { return device == Device::kCuda ? 1 : 0; }
 
 // The CPU table: the vectorised kernels of core/cpu/simd_kernels.h (their
 // scalar reference is core/cpu/reference_kernels.h).
-const BackendOps kCpuOps = {"cpu", &SimdMinMax, &SimdMseErrors};
+const BackendOps kCpuOps = {"cpu", &SimdMinMax, &SimdMseErrors,
+                             &SimdMseErrorBounds};
 
 }  // namespace
 

@@ -80,6 +80,18 @@ struct MseRequest {
 // kMseSumLanes is the number of interleaved accumulators per row.
 inline constexpr int kMseSumLanes = 16;
 
+// MseBoundsOutput receives BackendOps::mse_error_bounds' results, each
+// indexed i * shrink.size() + c for listed unit i and candidate c.
+struct MseBoundsOutput {
+  // lo <= e <= hi for the error e that mse_errors writes for the same
+  // request (lo = -inf, hi = +inf when no bound is known, e.g. e is NaN).
+  float* lo = nullptr;
+  float* hi = nullptr;
+  // Candidates of one unit with equal keys have equal errors (the key is
+  // the candidate's fake-quantization constants).
+  uint64_t* keys = nullptr;
+};
+
 // BackendOps is one device's kernels.
 struct BackendOps {
   absl::string_view name;
@@ -90,6 +102,13 @@ struct BackendOps {
   // candidate c, each a value of the observed format.
   absl::Status (*mse_errors)(const MseRequest& request,
                              const ExecOptions& exec, float* errors);
+  // MseErrorBounds (null when the backend has none) brackets the errors
+  // mse_errors would write, cheaper than computing them: the MSE search
+  // decides from the brackets and computes exact errors only for the units
+  // whose decision they leave open.
+  absl::Status (*mse_error_bounds)(const MseRequest& request,
+                                   const ExecOptions& exec,
+                                   const MseBoundsOutput& out) = nullptr;
 };
 
 // RegisterBackend installs `ops` for `device`; a second registration for the

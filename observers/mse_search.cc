@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -10,6 +11,14 @@
 #include "core/status_macros.h"
 
 namespace qcal {
+namespace {
+
+// Units per kernel call: bounds the search's per-candidate buffers (16 bytes
+// per unit and candidate with bounds) whatever the tensor's size.
+constexpr int64_t kMseSearchBatch = int64_t{1} << 15;
+
+}  // namespace
+
 absl::StatusOr<MseSearchOptions> ReadMseSearchOptions(KwargsReader& kwargs) {
   MseSearchOptions o;
   QCAL_ASSIGN_OR_RETURN(o.maxshrink,
@@ -30,8 +39,8 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
     shrink[i] = ShrinkFactor(i, options.grid);
   }
   const float best_init = FormatMax(obs.format);
-  std::vector<float> best(obs.grid.num_units(), best_init);
-  std::vector<int64_t> best_step(obs.grid.num_units(), -1);
+  const int64_t num_units = obs.grid.num_units();
+  std::vector<int64_t> best_step(num_units, -1);
   // The raw ranges, read before min_out / max_out (which may be the same
   // arrays as obs.min / obs.max) are written.
   const std::vector<float> raw_min(obs.min.begin(), obs.min.end());
@@ -60,37 +69,95 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
     int64_t no_improve = 0;
     bool stopped = false;
   };
-  std::vector<CallState> state(obs.calls.size());
+  const size_t num_calls = obs.calls.size();
+  std::vector<CallState> state(num_calls);
   // The call of each unit of the grid (-1: none).
-  const int64_t num_units = obs.grid.num_units();
   std::vector<int32_t> call_of(num_units, -1);
-  for (size_t k = 0; k < obs.calls.size(); ++k) {
+  for (size_t k = 0; k < num_calls; ++k) {
     for (int64_t u : obs.calls[k].units) call_of[u] = static_cast<int32_t>(k);
   }
+
+  // With the backend's error bounds (float32, where the exact error term is
+  // the expensive part), a decision "error < best" is taken from the
+  // brackets when they settle it: [lo, hi] entirely below the best's bracket
+  // (improved), entirely at or above it, or a candidate with the same
+  // fake-quantization constants as the best (equal errors: not improved).
+  // A unit whose decision stays open gets the exact errors of every step,
+  // which decide that step and all its later ones, so the result is the
+  // step-by-step algorithm's on mse_errors' values. f16/bf16 errors are
+  // table lookups already: they use mse_errors directly.
+  const bool use_bounds = obs.backend->mse_error_bounds != nullptr &&
+                          obs.format == FloatFormat::kF32;
+  // Each unit's best error as a bracket [best_lo, best_hi] (one value once
+  // exact) and the key of its candidate.
+  std::vector<float> best_lo(num_units, best_init);
+  std::vector<float> best_hi(num_units, best_init);
+  std::vector<uint64_t> best_key(use_bounds ? num_units : 0, 0);
+  // Units with exact errors: their slot in `exact` (`steps` values each).
+  std::vector<int32_t> exact_slot(use_bounds ? num_units : 0, -1);
+  std::vector<float> exact;
+  int32_t exact_units = 0;
+
   // The units of the running calls in grid (= memory) order, so that the
   // kernel and the replay below read the data, the ranges and the errors
   // sequentially (listing group units call by call, i.e. column by column,
   // jumps a row per unit).
   std::vector<int64_t> units;
-  std::vector<float> unit_min, unit_max, errors;
-  std::vector<std::atomic<uint8_t>> improved(obs.calls.size());
+  std::vector<float> unit_min, unit_max;
+  // One batch's errors or bounds, [listed unit][step of the chunk].
+  std::vector<float> errors, lo, hi;
+  std::vector<uint64_t> keys;
+  // Whether call k improved at step s of the chunk: [k * count + s].
+  std::vector<std::atomic<uint8_t>> improved(
+      num_calls * static_cast<size_t>(std::min(options.patience, steps)));
+  struct Open {
+    int64_t j;     // position in the batch
+    int64_t step;  // first undecided step of the chunk
+  };
+  std::vector<Open> open;
+  std::mutex open_mu;
   const int threads = obs.options.exec.threads;
+
+  enum class Decision { kNotImproved, kImproved, kOpen };
+  // Unit u's decision at step `at` from its errors or bounds at index o of
+  // the batch's arrays; records an improvement.
+  auto decide = [&](int64_t u, size_t o, int64_t at) {
+    if (!use_bounds || exact_slot[u] >= 0) {
+      const float err =
+          use_bounds ? exact[static_cast<size_t>(exact_slot[u]) * steps + at]
+                     : errors[o];
+      if (!(err < best_hi[u])) return Decision::kNotImproved;
+      best_lo[u] = best_hi[u] = err;
+      best_step[u] = at;
+      return Decision::kImproved;
+    }
+    if (best_step[u] >= 0 && keys[o] == best_key[u]) {
+      return Decision::kNotImproved;
+    }
+    if (hi[o] < best_lo[u]) {
+      best_lo[u] = lo[o];
+      best_hi[u] = hi[o];
+      best_key[u] = keys[o];
+      best_step[u] = at;
+      return Decision::kImproved;
+    }
+    if (lo[o] >= best_hi[u]) return Decision::kNotImproved;
+    return Decision::kOpen;
+  };
+
   bool rebuild = true;
   int64_t count = 0;
   for (int64_t first = 0; first < steps; first += count) {
-    // Chunk size: the fewest steps after which a running call could stop,
-    // so that no candidate is evaluated past a stop. A call whose counter
-    // is c stops after patience - c steps without improvement; the first
-    // step always improves on the starting "best" (the format's maximum) for
-    // finite errors, so the first chunk is patience + 1 steps.
+    // Chunk size: the fewest steps after which a running call could stop (a
+    // call whose counter is c stops after patience - c steps without
+    // improvement). So no candidate is evaluated past a stop, and no call
+    // stops before the chunk's last step: within a chunk the units'
+    // decisions do not depend on the counters, and the units can be
+    // replayed in batches, each over all the chunk's steps.
     count = steps - first;
-    if (first == 0) {
-      count = std::min<int64_t>(count, options.patience + 1);
-    } else {
-      for (size_t k = 0; k < obs.calls.size(); ++k) {
-        if (state[k].stopped) continue;
-        count = std::min(count, options.patience - state[k].no_improve);
-      }
+    for (size_t k = 0; k < num_calls; ++k) {
+      if (state[k].stopped) continue;
+      count = std::min(count, options.patience - state[k].no_improve);
     }
     count = std::max<int64_t>(count, 1);
     if (rebuild) {  // the set of running calls changed
@@ -106,36 +173,87 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
       rebuild = false;
     }
     if (units.empty()) break;
-    request.units = units;
-    request.unit_min = unit_min;
-    request.unit_max = unit_max;
+    for (size_t f = 0; f < num_calls * count; ++f) {
+      improved[f].store(0, std::memory_order_relaxed);
+    }
     request.shrink = absl::MakeConstSpan(shrink).subspan(first, count);
-    errors.resize(units.size() * count);
-    QCAL_RETURN_IF_ERROR(
-        obs.backend->mse_errors(request, obs.options.exec, errors.data()));
-    // Replay the step-by-step rule on the errors: at each step every unit of
-    // a running call takes a strictly better error; then each call's counter
-    // moves. Units are independent within a step, so they are scanned in
-    // parallel; each unit remembers the step of its last improvement.
     const int64_t n = static_cast<int64_t>(units.size());
-    for (int64_t step = 0; step < count; ++step) {
-      for (auto& flag : improved) flag.store(0, std::memory_order_relaxed);
-      ParallelFor(n, threads, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t b0 = 0; b0 < n; b0 += kMseSearchBatch) {
+      const int64_t m = std::min(kMseSearchBatch, n - b0);
+      request.units = absl::MakeConstSpan(units).subspan(b0, m);
+      request.unit_min = absl::MakeConstSpan(unit_min).subspan(b0, m);
+      request.unit_max = absl::MakeConstSpan(unit_max).subspan(b0, m);
+      const size_t total = static_cast<size_t>(m * count);
+      if (use_bounds) {
+        lo.resize(total);
+        hi.resize(total);
+        keys.resize(total);
+        QCAL_RETURN_IF_ERROR(obs.backend->mse_error_bounds(
+            request, obs.options.exec,
+            MseBoundsOutput{lo.data(), hi.data(), keys.data()}));
+      } else {
+        errors.resize(total);
+        QCAL_RETURN_IF_ERROR(
+            obs.backend->mse_errors(request, obs.options.exec, errors.data()));
+      }
+      // Replay the step-by-step rule on each unit (units are independent),
+      // in parallel; a unit's replay pauses at an open decision.
+      open.clear();
+      ParallelFor(m, threads, 1024, [&](int64_t begin, int64_t end) {
         for (int64_t j = begin; j < end; ++j) {
-          const int64_t u = units[j];
+          const int64_t u = units[b0 + j];
           const int32_t k = call_of[u];
-          if (state[k].stopped) continue;
-          const float err = errors[j * count + step];
-          if (err < best[u]) {
-            best[u] = err;
-            best_step[u] = first + step;
-            improved[k].store(1, std::memory_order_relaxed);
+          for (int64_t step = 0; step < count; ++step) {
+            const Decision d = decide(u, j * count + step, first + step);
+            if (d == Decision::kImproved) {
+              improved[k * count + step].store(1, std::memory_order_relaxed);
+            } else if (d == Decision::kOpen) {
+              std::lock_guard<std::mutex> lock(open_mu);
+              open.push_back({j, step});
+              break;
+            }
           }
         }
       });
-      for (size_t k = 0; k < obs.calls.size(); ++k) {
+      if (open.empty()) continue;
+      // The open units' exact errors for every step, then the rest of their
+      // replay on those.
+      std::sort(open.begin(), open.end(),
+                [](const Open& a, const Open& b) { return a.j < b.j; });
+      std::vector<int64_t> ou(open.size());
+      std::vector<float> omin(open.size()), omax(open.size());
+      for (size_t q = 0; q < open.size(); ++q) {
+        ou[q] = units[b0 + open[q].j];
+        omin[q] = raw_min[ou[q]];
+        omax[q] = raw_max[ou[q]];
+      }
+      MseRequest exact_request = request;
+      exact_request.units = ou;
+      exact_request.unit_min = omin;
+      exact_request.unit_max = omax;
+      exact_request.shrink = shrink;
+      const size_t base = exact.size();
+      exact.resize(base + ou.size() * steps);
+      QCAL_RETURN_IF_ERROR(obs.backend->mse_errors(
+          exact_request, obs.options.exec, exact.data() + base));
+      for (size_t q = 0; q < open.size(); ++q) {
+        const int64_t u = ou[q];
+        exact_slot[u] = exact_units++;
+        const float* e = exact.data() + base + q * steps;
+        best_lo[u] = best_hi[u] = best_step[u] >= 0 ? e[best_step[u]] : best_init;
+        for (int64_t step = open[q].step; step < count; ++step) {
+          if (decide(u, 0, first + step) == Decision::kImproved) {
+            improved[call_of[u] * count + step].store(
+                1, std::memory_order_relaxed);
+          }
+        }
+      }
+    }
+    // Each running call's counter, step by step.
+    for (int64_t step = 0; step < count; ++step) {
+      for (size_t k = 0; k < num_calls; ++k) {
         if (state[k].stopped) continue;
-        if (improved[k].load(std::memory_order_relaxed)) {
+        if (improved[k * count + step].load(std::memory_order_relaxed)) {
           state[k].no_improve = 0;
         } else if (++state[k].no_improve >= options.patience) {
           state[k].stopped = true;

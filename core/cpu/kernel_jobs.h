@@ -35,8 +35,9 @@ struct CandidateConsts {
   float effective_scale;
 };
 
-// PowMode selects PowNorm's computation for float32 tensors.
-enum class PowMode : uint8_t { kGeneral, kSquare, kCube, kSqrt };
+// PowMode selects PowNorm's computation for float32 tensors; kApprox is
+// ApproxPowV (core/cpu/simd_math-inl.h), for error bounds only.
+enum class PowMode : uint8_t { kGeneral, kSquare, kCube, kSqrt, kApprox };
 
 // kShrinkPad is the padding of MseJob::shrink_padded (the widest vector).
 inline constexpr int64_t kShrinkPad = 16;
@@ -70,6 +71,19 @@ struct MseJob {
   int64_t num_candidates = 0;
   int threads = 1;
   float* errors = nullptr;  // [unit][candidate]
+  // Error bounds instead of errors (MseBoundsOutput; all three set or none):
+  // each unit's double sum S (approximate when pow_mode is kApprox) becomes
+  // [lo, hi] = [(S - n tau)(1 - rho), (S + n tau)(1 + rho)] for a unit of n
+  // elements, rho = bound_rho + (n + 16) 2^-51.
+  float* lo = nullptr;
+  float* hi = nullptr;
+  uint64_t* keys = nullptr;
+  double bound_rho = 0.0;
+  double bound_tau = 0.0;
+  // ApproxPowV's constants (pow_mode kApprox).
+  float approx_p_hi = 0.0f;
+  float approx_p_lo = 0.0f;
+  float approx_p_log = 0.0f;
 };
 
 // LeanArgs is true when fake quantization of `format` values under `spec`
@@ -88,6 +102,10 @@ inline bool LeanArgs(FloatFormat format, const QuantSpec& spec) {
                           (-qmin <= int_limit && qmax <= int_limit);
   return bounds_exact && grid_exact;
 }
+
+// SetApproxPow sets ApproxPowV's constants (MseJob::approx_*) for an
+// exponent p > 0.
+void SetApproxPow(float p, MseJob* job);
 
 // QuantStatsJob is one validated SimdQuantErrorStats request.
 struct QuantStatsJob {

@@ -165,14 +165,29 @@ HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> TableIndex(DF df, hn::Vec<DF> e) {
   }
 }
 
+// What the error terms need besides |e|: the exponent (as a double), the
+// 16-bit formats' table, ApproxPowV's constants.
+struct PowArgs {
+  hn::Vec<DD> exponent;
+  const float* HWY_RESTRICT table;
+  hn::Vec<DF> p_hi, p_lo, p_log;
+};
+
+HWY_INLINE PowArgs MakePowArgs(const MseJob& job) {
+  const DF df;
+  return PowArgs{hn::Set(DD(), static_cast<double>(job.norm_exponent)),
+                 job.pow_table, hn::Set(df, job.approx_p_hi),
+                 hn::Set(df, job.approx_p_lo), hn::Set(df, job.approx_p_log)};
+}
+
 // The error terms |e|^norm of a vector of error magnitudes, widened to
 // double in kParts parts.
 template <FloatFormat F, PowMode kPow>
-HWY_INLINE void Terms(hn::Vec<DF> e, hn::Vec<DD> exponent,
-                      const float* HWY_RESTRICT table, hn::Vec<DD>* t) {
+HWY_INLINE void Terms(hn::Vec<DF> e, const PowArgs& pa, hn::Vec<DD>* t) {
   const DF df;
   const DFP dfp;
   const DD dd;
+  const auto exponent = pa.exponent;
   if constexpr (F == FloatFormat::kF32 && kPow == PowMode::kGeneral) {
     // PowPositive in double, rounded to float32 (static_cast<float>), then
     // widened for the sum.
@@ -189,7 +204,9 @@ HWY_INLINE void Terms(hn::Vec<DF> e, hn::Vec<DD> exponent,
   } else {
     hn::Vec<DF> v;
     if constexpr (F != FloatFormat::kF32) {
-      v = hn::GatherIndex(df, table, TableIndex<F>(df, e));
+      v = hn::GatherIndex(df, pa.table, TableIndex<F>(df, e));
+    } else if constexpr (kPow == PowMode::kApprox) {
+      v = simd::ApproxPowV(df, e, pa.p_hi, pa.p_lo, pa.p_log);
     } else if constexpr (kPow == PowMode::kSquare) {
       v = hn::Mul(e, e);
     } else if constexpr (kPow == PowMode::kCube) {
@@ -208,8 +225,7 @@ template <FloatFormat F, QuantKind K, bool kGlobal, bool kLean, PowMode kPow,
           bool kMasked>
 HWY_INLINE void AccumulateBlock(const float* HWY_RESTRICT x, size_t valid,
                                 const CandidateConsts& c, hn::Vec<DF> q_min,
-                                hn::Vec<DF> q_max, hn::Vec<DD> exponent,
-                                const float* HWY_RESTRICT table,
+                                hn::Vec<DF> q_max, const PowArgs& pa,
                                 hn::Vec<DD>* acc) {
   const DF df;
   const DD dd;
@@ -222,7 +238,7 @@ HWY_INLINE void AccumulateBlock(const float* HWY_RESTRICT x, size_t valid,
     const auto e = AbsError<F, K, kGlobal, kLean>(df, xv, scale, zp_rounded,
                                                   zp, eff, q_min, q_max);
     hn::Vec<DD> t[kParts];
-    Terms<F, kPow>(e, exponent, table, t);
+    Terms<F, kPow>(e, pa, t);
     for (size_t p = 0; p < kParts; ++p) {
       if constexpr (kMasked) {
         const size_t base = i * kNF + p * kDL;
@@ -247,7 +263,7 @@ HWY_NOINLINE void CandidateRowSums(const MseJob& job,
   const DD dd;
   const auto q_min = hn::Set(df, job.spec.q_min);
   const auto q_max = hn::Set(df, job.spec.q_max);
-  const auto exponent = hn::Set(dd, static_cast<double>(job.norm_exponent));
+  const PowArgs pa = MakePowArgs(job);
   const int64_t full = n / kErrorSumLanes;
   const size_t rest = static_cast<size_t>(n % kErrorSumLanes);
   HWY_ALIGN double lanes[kErrorSumLanes];
@@ -256,13 +272,21 @@ HWY_NOINLINE void CandidateRowSums(const MseJob& job,
     for (size_t a = 0; a < kAccs; ++a) acc[a] = hn::Zero(dd);
     for (int64_t b = 0; b < full; ++b) {
       AccumulateBlock<F, K, kGlobal, kLean, kPow, false>(
-          x + b * kErrorSumLanes, kErrorSumLanes, consts[c], q_min, q_max,
-          exponent, job.pow_table, acc);
+          x + b * kErrorSumLanes, kErrorSumLanes, consts[c], q_min, q_max, pa,
+          acc);
     }
     if (rest != 0) {
       AccumulateBlock<F, K, kGlobal, kLean, kPow, true>(
-          x + full * kErrorSumLanes, rest, consts[c], q_min, q_max,
-          exponent, job.pow_table, acc);
+          x + full * kErrorSumLanes, rest, consts[c], q_min, q_max, pa, acc);
+    }
+    if constexpr (kPow == PowMode::kApprox) {
+      // Approximate terms: any order will do (the bound covers it), so a
+      // tree instead of 16 dependent additions.
+      for (size_t w = kAccs / 2; w >= 1; w /= 2) {
+        for (size_t a = 0; a < w; ++a) acc[a] = hn::Add(acc[a], acc[a + w]);
+      }
+      sums[c] = hn::GetLane(hn::SumOfLanes(dd, acc[0]));
+      continue;
     }
     for (size_t a = 0; a < kAccs; ++a) {
       hn::Store(acc[a], dd, lanes + a * kDL);
@@ -288,6 +312,8 @@ RowSumsFn PickPow(PowMode mode) {
         return &CandidateRowSums<F, K, kGlobal, kLean, PowMode::kCube>;
       case PowMode::kSqrt:
         return &CandidateRowSums<F, K, kGlobal, kLean, PowMode::kSqrt>;
+      case PowMode::kApprox:
+        return &CandidateRowSums<F, K, kGlobal, kLean, PowMode::kApprox>;
       default:
         return &CandidateRowSums<F, K, kGlobal, kLean, PowMode::kGeneral>;
     }
@@ -450,6 +476,43 @@ HWY_INLINE bool LoadRow(const void* data, int64_t begin, int64_t n,
   return finite;
 }
 
+// Writes listed unit i's results from its per-candidate double sums
+// (`elements` values each): the errors, or the bounds and keys (see
+// MseJob::lo).
+template <FloatFormat F>
+HWY_INLINE void FinishUnitErrors(const MseJob& job, int64_t i,
+                                 int64_t elements,
+                                 const CandidateConsts* consts,
+                                 const double* total) {
+  const int64_t ncand = job.num_candidates;
+  float* errors = job.errors + i * ncand;
+  if (job.lo == nullptr) {
+    for (int64_t c = 0; c < ncand; ++c) errors[c] = FinishErrorSum<F>(total[c]);
+    return;
+  }
+  const bool approx = F == FloatFormat::kF32 && job.pow_mode == PowMode::kApprox;
+  const double rho = job.bound_rho + static_cast<double>(elements + 16) * 0x1p-51;
+  const double slack = static_cast<double>(elements) * job.bound_tau;
+  for (int64_t c = 0; c < ncand; ++c) {
+    const double sum = total[c];
+    float lo, hi;
+    if (!approx) {
+      lo = hi = FinishErrorSum<F>(sum);
+    } else if (!(sum < HUGE_VAL)) {  // +inf or NaN: no bound
+      lo = -HUGE_VALF;
+      hi = HUGE_VALF;
+    } else {
+      lo = static_cast<float>((sum - slack) * (1.0 - rho));
+      hi = static_cast<float>((sum + slack) * (1.0 + rho));
+    }
+    job.lo[i * ncand + c] = lo;
+    job.hi[i * ncand + c] = hi;
+    job.keys[i * ncand + c] =
+        (uint64_t{FloatToBits(consts[c].scale)} << 32) |
+        FloatToBits(consts[c].zero_point);
+  }
+}
+
 template <FloatFormat F>
 void MseImpl(const MseJob& job) {
   const TileGrid& g = job.grid;
@@ -460,6 +523,10 @@ void MseImpl(const MseJob& job) {
   auto unit_rows = [&](int64_t i) {
     const int64_t ti = job.units[i] / gc;
     return g.row_end(ti) - g.row_begin(ti);
+  };
+  auto unit_cols = [&](int64_t i) {
+    const int64_t tj = job.units[i] % gc;
+    return g.col_end(tj) - g.col_begin(tj);
   };
   // Per-thread scratch: the row as float32, the unit's constants.
   struct Scratch {
@@ -541,9 +608,8 @@ void MseImpl(const MseJob& job) {
                         s.total[c] += s.row[c];
                       }
                     }
-                    for (int64_t c = 0; c < ncand; ++c) {
-                      job.errors[i * ncand + c] = FinishErrorSum<F>(s.total[c]);
-                    }
+                    FinishUnitErrors<F>(job, i, rows * unit_cols(i),
+                                        s.consts.data(), s.total.data());
                   }
                 });
     return;
@@ -572,22 +638,27 @@ void MseImpl(const MseJob& job) {
                   do_row(i, item - start[i], s, sums.data() + item * ncand);
                 }
               });
+  Scratch s = make_scratch();
   for (int64_t i = 0; i < job.num_units; ++i) {
     for (int64_t c = 0; c < ncand; ++c) {
       double total = 0.0;
       for (int64_t item = start[i]; item < start[i + 1]; ++item) {
         total += sums[item * ncand + c];
       }
-      job.errors[i * ncand + c] = FinishErrorSum<F>(total);
+      s.total[c] = total;
     }
+    if (job.lo != nullptr) UnitConsts<F>(job, i, s.consts.data());
+    FinishUnitErrors<F>(job, i, unit_rows(i) * unit_cols(i), s.consts.data(),
+                        s.total.data());
   }
 }
 
-void PowNormTarget(FloatFormat format, const float* a, int64_t n,
-                   float exponent, const float* table, float* out) {
+// PowNorm of n values as the kernel computes error terms for `job` (its
+// format, exponent, table; pow_mode kApprox: ApproxPowV), for tests.
+void PowNormTarget(const MseJob& job, const float* a, int64_t n, float* out) {
   const DF df;
   const DD dd;
-  const auto ed = hn::Set(dd, static_cast<double>(exponent));
+  const PowArgs pa = MakePowArgs(job);
   HWY_ALIGN float in[kNF];
   HWY_ALIGN double parts[kNF];
   for (int64_t i = 0; i < n; i += kNF) {
@@ -597,12 +668,14 @@ void PowNormTarget(FloatFormat format, const float* a, int64_t n,
     }
     const auto e = hn::Load(df, in);
     hn::Vec<DD> t[kParts];
-    if (format == FloatFormat::kF32) {
-      Terms<FloatFormat::kF32, PowMode::kGeneral>(e, ed, table, t);
-    } else if (format == FloatFormat::kBF16) {
-      Terms<FloatFormat::kBF16, PowMode::kGeneral>(e, ed, table, t);
+    if (job.format == FloatFormat::kBF16) {
+      Terms<FloatFormat::kBF16, PowMode::kGeneral>(e, pa, t);
+    } else if (job.format == FloatFormat::kF16) {
+      Terms<FloatFormat::kF16, PowMode::kGeneral>(e, pa, t);
+    } else if (job.pow_mode == PowMode::kApprox) {
+      Terms<FloatFormat::kF32, PowMode::kApprox>(e, pa, t);
     } else {
-      Terms<FloatFormat::kF16, PowMode::kGeneral>(e, ed, table, t);
+      Terms<FloatFormat::kF32, PowMode::kGeneral>(e, pa, t);
     }
     for (size_t p = 0; p < kParts; ++p) hn::Store(t[p], dd, parts + p * kDL);
     for (int64_t k = 0; k < m; ++k) out[i + k] = static_cast<float>(parts[k]);
@@ -850,9 +923,16 @@ void DispatchQuantStats(const QuantStatsJob& job) {
 void DispatchCandidateParams(const MseJob& job, FakeQuantParams* out) {
   HWY_DYNAMIC_DISPATCH(CandidateParamsTarget)(job, out);
 }
-void DispatchPowNorm(FloatFormat format, const float* a, int64_t n,
-                     float exponent, const float* table, float* out) {
-  HWY_DYNAMIC_DISPATCH(PowNormTarget)(format, a, n, exponent, table, out);
+void DispatchPowNorm(const MseJob& job, const float* a, int64_t n,
+                     float* out) {
+  HWY_DYNAMIC_DISPATCH(PowNormTarget)(job, a, n, out);
+}
+
+void SetApproxPow(float p, MseJob* job) {
+  job->approx_p_hi = BitsToFloat(FloatToBits(p) & ~uint32_t{0xFFF});
+  job->approx_p_lo = p - job->approx_p_hi;  // exact
+  job->approx_p_log =
+      static_cast<float>(static_cast<double>(p) * 2.8853900817779268);  // 2/ln 2
 }
 
 namespace {
@@ -905,8 +985,13 @@ std::shared_ptr<const PowTable> GetPowTable(FloatFormat format,
 }  // namespace
 }  // namespace internal_cpu
 
-absl::Status SimdMseErrors(const MseRequest& request, const ExecOptions& exec,
-                           float* errors) {
+namespace {
+
+// Runs the MSE kernel for `request`: errors into `errors`, or, when `bounds`
+// is given, bounds and keys (with ApproxPowV for float32 tensors whose
+// exponent has no exact shortcut).
+absl::Status RunMse(const MseRequest& request, const ExecOptions& exec,
+                    float* errors, const MseBoundsOutput* bounds) {
   absl::Status s = ValidateMseRequest(request);
   if (!s.ok()) return s;
   using internal_cpu::CandidateConsts;
@@ -946,8 +1031,50 @@ absl::Status SimdMseErrors(const MseRequest& request, const ExecOptions& exec,
   }
   job.shrink_padded = shrink_padded.data();
   job.lean = internal_cpu::LeanArgs(request.format, request.spec);
+  if (bounds != nullptr) {
+    job.lo = bounds->lo;
+    job.hi = bounds->hi;
+    job.keys = bounds->keys;
+    if (request.format == FloatFormat::kF32 &&
+        job.pow_mode == internal_cpu::PowMode::kGeneral) {
+      job.pow_mode = internal_cpu::PowMode::kApprox;
+      internal_cpu::SetApproxPow(e, &job);
+      job.bound_rho = MseApproxPowBound(e);
+      job.bound_tau = MseApproxPowTinyBound(e);
+    }
+  }
   internal_cpu::DispatchMse(job);
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status SimdMseErrors(const MseRequest& request, const ExecOptions& exec,
+                           float* errors) {
+  return RunMse(request, exec, errors, nullptr);
+}
+
+absl::Status SimdMseErrorBounds(const MseRequest& request,
+                                const ExecOptions& exec,
+                                const MseBoundsOutput& out) {
+  return RunMse(request, exec, nullptr, &out);
+}
+
+double MseApproxPowBound(float exponent) {
+  // Four times the analysis of ApproxPowV for an exponent p: rounding and
+  // truncation of the logarithm (~2.5e-7 p relative after the exponential),
+  // the polynomial of 2^f (3.1e-7), the reference's own rounding to float32
+  // (6e-8); tests/core/cpu_kernels_test.cc checks the measured error against
+  // half of this.
+  return 1e-6 * static_cast<double>(exponent) + 3e-6;
+}
+
+double MseApproxPowTinyBound(float exponent) {
+  // Inputs below the smallest normal float give 0 where PowNorm gives at
+  // most PowPositive(FLT_MIN); a 2^n below it makes the result 0 or a
+  // subnormal where PowNorm's is below 2^-126.
+  return 2.0 * static_cast<double>(PowPositive(1.17549435e-38f, exponent)) +
+         0x1p-125;
 }
 
 absl::Status SimdQuantErrorStats(const TensorView& x, const TileGrid& grid,
@@ -1032,12 +1159,23 @@ void SimdCandidateParamsForTest(FloatFormat format, const QuantSpec& spec,
 void SimdPowNormForTest(FloatFormat format, const float* a, int64_t n,
                         float exponent, float* out) {
   std::shared_ptr<const internal_cpu::PowTable> table;
-  const float* values = nullptr;
+  internal_cpu::MseJob job;
+  job.format = format;
+  job.norm_exponent = exponent;
   if (format != FloatFormat::kF32) {
     table = internal_cpu::GetPowTable(format, exponent);
-    values = table->values.data();
+    job.pow_table = table->values.data();
   }
-  internal_cpu::DispatchPowNorm(format, a, n, exponent, values, out);
+  internal_cpu::DispatchPowNorm(job, a, n, out);
+}
+
+void SimdApproxPowForTest(const float* a, int64_t n, float exponent,
+                          float* out) {
+  internal_cpu::MseJob job;
+  job.norm_exponent = exponent;
+  job.pow_mode = internal_cpu::PowMode::kApprox;
+  internal_cpu::SetApproxPow(exponent, &job);
+  internal_cpu::DispatchPowNorm(job, a, n, out);
 }
 
 }  // namespace qcal

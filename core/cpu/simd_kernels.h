@@ -40,6 +40,31 @@ absl::Status SimdMinMax(const MinMaxRequest& request, const ExecOptions& exec,
 absl::Status SimdMseErrors(const MseRequest& request, const ExecOptions& exec,
                            float* errors);
 
+// SimdMseErrorBounds is the CPU backend's BackendOps::mse_error_bounds. For
+// float32 tensors with a general exponent the error terms are computed with
+// ApproxPowV (float32 log2 / exp2 polynomials, several times cheaper than
+// the exact double-precision PowPositive) and each unit's sum S becomes
+// [(S - n tau)(1 - rho), (S + n tau)(1 + rho)] for its n elements, with
+// rho = MseApproxPowBound(exponent) + (n + 16) 2^-51 (the double sums'
+// rounding) and tau = MseApproxPowTinyBound(exponent); in every other case
+// lo = hi = the exact error. Keys are the candidate's scale and zero-point
+// bits.
+absl::Status SimdMseErrorBounds(const MseRequest& request,
+                                const ExecOptions& exec,
+                                const MseBoundsOutput& out);
+
+// MseApproxPowBound is a bound on ApproxPowV's relative error against
+// PowNorm<kF32> for exponent p (for results above 2^-126).
+double MseApproxPowBound(float exponent);
+
+// MseApproxPowTinyBound bounds the absolute error of ApproxPowV below that.
+double MseApproxPowTinyBound(float exponent);
+
+// SimdApproxPowForTest writes ApproxPowV(a[i]) for the exponent on the
+// active target, for tests.
+void SimdApproxPowForTest(const float* a, int64_t n, float exponent,
+                          float* out);
+
 // QuantErrorRowStats are one row's quantization-error statistics (see
 // SimdQuantErrorStats).
 struct QuantErrorRowStats {

@@ -6,8 +6,10 @@
 // non-finite policies, and MSE errors for every quantized kind, with and
 // without a global scale, for several norms, including NaN, +-Inf,
 // subnormals and +-max inputs.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <optional>
@@ -385,6 +387,65 @@ void RunMse(bool simd, const Tensor& data, const TileGrid& grid,
   ASSERT_TRUE(s.ok()) << s;
 }
 
+// Checks SimdMseErrorBounds for the request of `errors` (the exact errors
+// from SimdMseErrors): every bracket holds its error, equal keys of a unit
+// mean equal errors, and the brackets are exact where no approximation is
+// used (f16/bf16, exponents 2, 3 and 0.5) and tight where one is.
+void CheckMseBounds(const Tensor& data, const TileGrid& grid,
+                    FloatFormat format, NonFinitePolicy policy,
+                    const SpecCase& sc, float norm_exponent,
+                    const std::vector<int64_t>& units,
+                    const std::vector<float>& umin,
+                    const std::vector<float>& umax,
+                    const std::vector<float>& shrink, float global_scale,
+                    int threads, const std::vector<float>& errors) {
+  MseRequest req;
+  req.x = data.view();
+  req.grid = grid;
+  req.format = format;
+  req.nonfinite = policy;
+  req.spec = sc.spec;
+  req.has_global_scale = sc.global;
+  req.global_scale = global_scale;
+  req.norm_exponent = norm_exponent;
+  req.units = units;
+  req.unit_min = umin;
+  req.unit_max = umax;
+  req.shrink = shrink;
+  const size_t n = units.size() * shrink.size();
+  std::vector<float> lo(n, -2.0f), hi(n, -2.0f);
+  std::vector<uint64_t> keys(n, 0);
+  ExecOptions exec;
+  exec.threads = threads;
+  ASSERT_TRUE(SimdMseErrorBounds(req, exec,
+                                 MseBoundsOutput{lo.data(), hi.data(),
+                                                 keys.data()})
+                  .ok());
+  const bool approx = format == FloatFormat::kF32 && norm_exponent != 2.0f &&
+                      norm_exponent != 3.0f && norm_exponent != 0.5f;
+  const size_t nc = shrink.size();
+  for (size_t k = 0; k < n; ++k) {
+    const float e = errors[k];
+    SCOPED_TRACE(absl::StrCat("unit ", units[k / nc], " candidate ", k % nc,
+                              ": ", e, " in [", lo[k], ", ", hi[k], "]"));
+    if (!approx) {
+      ASSERT_TRUE(SameFloat(lo[k], e) && SameFloat(hi[k], e));
+    } else if (std::isnan(e)) {
+      ASSERT_TRUE(lo[k] == -HUGE_VALF && hi[k] == HUGE_VALF);
+    } else {
+      ASSERT_TRUE(lo[k] <= e && e <= hi[k]);
+      if (std::isfinite(e) && e > 1e-30f) {
+        ASSERT_LE(hi[k] - lo[k], 1e-4f * e);  // used, and tight
+      }
+    }
+    for (size_t c = 0; c < k % nc; ++c) {
+      if (keys[k - k % nc + c] == keys[k]) {
+        ASSERT_TRUE(SameFloat(errors[k - k % nc + c], e)) << "equal keys";
+      }
+    }
+  }
+}
+
 float NormFor(FloatFormat f, double norm) {
   return DispatchFormat(f, [&](auto tag) {
     return NormExponent<decltype(tag)::value>(norm);
@@ -449,6 +510,8 @@ TEST(CpuKernelsTest, MseErrorsMatchReference) {
                     << "unit " << units[k / shrink.size()] << " candidate "
                     << k % shrink.size() << ": " << got[k] << " vs " << ref[k];
               }
+              CheckMseBounds(data, g, format, policy, sc, e, units, umin, umax,
+                             shrink, gscale, threads, ref);
             }
           }
         }
@@ -486,6 +549,8 @@ TEST(CpuKernelsTest, MseErrorsExtremeRangesAndNonFiniteInErrorMode) {
             ASSERT_TRUE(SameFloat(got[k], ref[k]))
                 << k << ": " << got[k] << " vs " << ref[k];
           }
+          CheckMseBounds(data, g, format, policy, sc, NormFor(format, 2.4),
+                         units, umin, umax, shrink, 3.5f, 2, ref);
         }
       }
     }
@@ -526,6 +591,63 @@ TEST(CpuKernelsTest, PowNormMatchesScalarOnEveryTarget) {
         }
       }
     }
+  }
+}
+
+// ApproxPowV against PowNorm<kF32> over a sweep of the whole float range
+// (every 4093rd bit pattern, plus special values): within half of
+// MseApproxPowBound(p) relative for inputs and results of at least 2^-126,
+// within MseApproxPowTinyBound(p) otherwise, the same on every target. The largest
+// relative error seen is printed (docs/PERFORMANCE.md quotes it).
+TEST(CpuKernelsTest, ApproxPowIsWithinItsBoundOnEveryTarget) {
+  std::vector<float> a;
+  for (uint32_t bits = 0; bits < 0x7F800000u; bits += 4093) {
+    a.push_back(BitsToFloat(bits));
+  }
+  for (float v : {0.0f, 1.0f, 2.0f, 0.5f, std::numeric_limits<float>::infinity(),
+                  std::numeric_limits<float>::quiet_NaN(),
+                  std::numeric_limits<float>::denorm_min(),
+                  std::numeric_limits<float>::min(),
+                  std::numeric_limits<float>::max(), 1.4142135f, 1.4142137f,
+                  0.70710677f, 0.7071068f}) {
+    a.push_back(v);
+  }
+  const int64_t n = static_cast<int64_t>(a.size());
+  for (float p : {2.4f, 1.0f, 2.5f, 1.1f, 0.3f, 3.7f, 17.0f, 150.0f, 1000.0f}) {
+    std::vector<float> want(n), first;
+    SimdPowNormForTest(FloatFormat::kF32, a.data(), n, p, want.data());
+    const double rho = MseApproxPowBound(p), tau = MseApproxPowTinyBound(p);
+    double worst = 0.0;
+    for (int64_t target : SimdTargets()) {
+      ScopedSimdTarget scoped(target);
+      std::vector<float> got(n);
+      SimdApproxPowForTest(a.data(), n, p, got.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const double w = want[i], g = got[i];
+        bool ok;
+        if (std::isnan(w)) {
+          ok = std::isnan(g);
+        } else if (w >= 0x1p127) {
+          // Near overflow the kernel's sums become +inf and have no bound.
+          ok = g >= 0x1p126;
+        } else if (w >= 0x1p-126 && a[i] >= 0x1p-126f) {
+          const double rel = std::fabs(g - w) / w;
+          worst = std::max(worst, rel);
+          ok = rel <= 0.5 * rho;
+        } else {
+          ok = std::fabs(g - w) <= tau;
+        }
+        ASSERT_TRUE(ok) << SimdTargetName(target) << " " << a[i] << "^" << p
+                        << ": " << g << " vs " << w;
+      }
+      if (first.empty()) {
+        first = got;
+      } else {
+        for (int64_t i = 0; i < n; ++i) ASSERT_TRUE(SameFloat(got[i], first[i]));
+      }
+    }
+    std::printf("ApproxPowV, p = %g: largest relative error %.3g (bound %.3g)\n",
+                p, worst, rho);
   }
 }
 

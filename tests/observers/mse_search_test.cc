@@ -5,14 +5,21 @@
 // identical. The scalar building blocks (ComputeQParams, FakeQuantize,
 // ErrorTerm, RowErrorSum) are tested on their own in core.
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "core/backend.h"
 #include "core/element_access.h"
+#include "core/float_convert.h"
 #include "core/quant_math.h"
 #include "gtest/gtest.h"
+#include "observers/mse_search.h"
 #include "observers/observer.h"
 #include "tests/observers/test_tensors.h"
 
@@ -218,6 +225,145 @@ TEST(MseSearchTest, TensorGroupWithGlobalScale) {
   const std::vector<float> want = ReferenceScales<FloatFormat::kBF16>(
       ToFloats(x.view()), 6, 48, args, Kwargs{}, true, *g);
   EXPECT_EQ(ToFloats((*qp)->scale.view()), want);
+}
+
+// ------------------------------------------ the search on error bounds
+
+// The CPU backend's kernels with a counter on mse_errors (the exact errors,
+// which the search on bounds asks for only where the bounds leave a decision
+// open), and the CPU backend without bounds (every decision on exact errors).
+std::atomic<int64_t> exact_units_asked{0};
+
+absl::Status CountingMseErrors(const MseRequest& request,
+                               const ExecOptions& exec, float* errors) {
+  exact_units_asked += static_cast<int64_t>(request.units.size());
+  return CpuBackend().mse_errors(request, exec, errors);
+}
+
+const BackendOps& CountingBackend() {
+  static const BackendOps ops = {"cpu-counting", CpuBackend().min_max,
+                                 &CountingMseErrors,
+                                 CpuBackend().mse_error_bounds};
+  return ops;
+}
+
+const BackendOps& ExactBackend() {
+  static const BackendOps ops = {"cpu-exact", CpuBackend().min_max,
+                                 CpuBackend().mse_errors, nullptr};
+  return ops;
+}
+
+struct SearchCase {
+  std::string name;
+  QuantSpec spec;
+  int64_t rows, cols, tile_rows, tile_cols;
+  bool global;
+  float data_scale;
+  double norm;
+  // Whether the search on bounds asks for exact errors (-1: not checked).
+  int expect_exact = 0;
+};
+
+// Runs MseSearch on an f32 tensor with `ops` (one call per grid column, as
+// the group strategies do); returns the chosen minima then maxima.
+std::vector<float> Search(const BackendOps& ops, const Tensor& x,
+                          const SearchCase& c, int threads) {
+  Observation obs;
+  obs.x = x.view();
+  obs.grid = TileGrid{c.rows, c.cols, c.tile_rows, c.tile_cols};
+  obs.format = FloatFormat::kF32;
+  obs.spec = c.spec;
+  obs.backend = &ops;
+  obs.options.exec.threads = threads;
+  const int64_t gr = obs.grid.grid_rows(), gc = obs.grid.grid_cols();
+  for (int64_t j = 0; j < gc; ++j) {
+    obs.calls.push_back({GroupTensorId(j), UnitRange(j, gc, gr), {gr, 1}});
+  }
+  const int64_t n = obs.grid.num_units();
+  std::vector<float> mn(n), mx(n);
+  MinMaxRequest req;
+  req.x = obs.x;
+  req.grid = obs.grid;
+  req.format = obs.format;
+  int64_t bad = -1;
+  EXPECT_TRUE(ops.min_max(req, obs.options.exec,
+                          MinMaxOutput{mn.data(), mx.data(), &bad})
+                  .ok());
+  obs.min = mn;
+  obs.max = mx;
+  if (c.global) {
+    float lo = 0, hi = 0;
+    for (int64_t u = 0; u < n; ++u) {
+      lo = std::min(lo, mn[u]);
+      hi = std::max(hi, mx[u]);
+    }
+    obs.global_scale = 2688.0f / std::max(-lo, hi);
+  }
+  MseSearchOptions options;
+  options.norm = c.norm;
+  std::vector<float> out_min(n), out_max(n);
+  const absl::Status s = MseSearch(obs, options, absl::MakeSpan(out_min),
+                                   absl::MakeSpan(out_max));
+  EXPECT_TRUE(s.ok()) << s;
+  out_min.insert(out_min.end(), out_max.begin(), out_max.end());
+  return out_min;
+}
+
+// The search on bounds chooses exactly what the search on exact errors
+// chooses: for ordinary weights without a single exact error (the bounds
+// settle every decision), and where the bounds cannot settle decisions:
+// errors far below 2^-126 (the bounds' absolute slack), overflowing errors
+// (no bound), a wide bound (exponent 1000), all-zero units (equal keys).
+TEST(MseSearchTest, SearchOnBoundsEqualsSearchOnExactErrors) {
+  const QuantSpec int8 = QuantSpecFor(false, 8, true);
+  const QuantSpec int4 = QuantSpecFor(false, 4, true);
+  const QuantSpec int4_asym = QuantSpecFor(false, 4, false);
+  const QuantSpec fp4 = QuantSpecFor(true, 4, true);
+  const QuantSpec fp8 = QuantSpecFor(true, 8, true);
+  const std::vector<SearchCase> ordinary = {
+      {"int8_channel", int8, 24, 300, 1, 300, false, 0.02f, 2.4},
+      {"int4_group128", int4, 16, 512, 1, 128, false, 0.02f, 2.4},
+      {"int4_asym_group32", int4_asym, 8, 200, 1, 32, false, 0.02f, 2.4},
+      {"nvfp4", fp4, 16, 256, 1, 16, true, 0.02f, 2.4},
+      {"fp8_block", fp8, 20, 70, 8, 16, false, 1.0f, 2.4},
+      {"int8_tensor", int8, 13, 50, 13, 50, false, 3.0f, 2.4},
+      {"int4_group64_norm3.7", int4, 8, 256, 1, 64, false, 0.02f, 3.7},
+  };
+  const std::vector<SearchCase> hard = {
+      // Scales clamped to eps: equal keys settle every decision.
+      {"tiny_int4_group16", int4, 8, 64, 1, 16, false, 1e-17f, 2.4, 0},
+      {"tiny_nvfp4", fp4, 8, 64, 1, 16, true, 1e-20f, 2.4, 1},
+      {"huge_int4_asym_group16", int4_asym, 6, 64, 1, 16, false, 1e30f, 2.4, 1},
+      {"norm1000_int8_channel", int8, 8, 64, 1, 64, false, 0.5f, 1000.0, 1},
+      {"zeros_int8_channel", int8, 4, 40, 1, 40, false, 0.0f, 2.4, 0},
+  };
+  uint32_t seed = 100;
+  for (bool is_hard : {false, true}) {
+    for (const SearchCase& c : is_hard ? hard : ordinary) {
+      Tensor x = RandomTensor(DType::kF32, {c.rows, c.cols}, ++seed,
+                              c.data_scale == 0.0f ? 1.0f : c.data_scale,
+                              !is_hard);
+      if (c.data_scale == 0.0f) {
+        std::fill_n(static_cast<float*>(x.mutable_data()), c.rows * c.cols,
+                    0.0f);
+      }
+      for (int threads : {1, 3}) {
+        SCOPED_TRACE(absl::StrCat(c.name, " threads ", threads));
+        const std::vector<float> want = Search(ExactBackend(), x, c, threads);
+        exact_units_asked = 0;
+        const std::vector<float> got = Search(CountingBackend(), x, c, threads);
+        ASSERT_EQ(got.size(), want.size());
+        for (size_t k = 0; k < want.size(); ++k) {
+          ASSERT_EQ(FloatToBits(got[k]), FloatToBits(want[k])) << k;
+        }
+        std::printf("%s, %d threads: exact errors of %lld units\n",
+                    c.name.c_str(), threads,
+                    static_cast<long long>(exact_units_asked.load()));
+        if (c.expect_exact == 0) EXPECT_EQ(exact_units_asked.load(), 0);
+        if (c.expect_exact == 1) EXPECT_GT(exact_units_asked.load(), 0);
+      }
+    }
+  }
 }
 
 // The MSE observer's moving average applies to every tensor id, starting
