@@ -10,11 +10,17 @@
 //
 // The backend evaluates candidates for all still-running calls in chunks,
 // reading each unit's data once per chunk; the stopping rule is then
-// replayed step by step on the computed errors, so the result is exactly
-// that of the step-by-step algorithm. A chunk is as long as the shortest
-// distance to a possible stop among the running calls (patience + 1 steps
-// first, then patience - counter), so no candidate is evaluated past a stop;
-// see docs/PERFORMANCE.md for the measured trade-off against fixed chunks.
+// replayed on the computed errors, so the result is exactly that of the
+// step-by-step algorithm. A chunk is as long as the shortest distance to a
+// possible stop among the running calls (patience - counter steps), so no
+// candidate is evaluated past a stop and no call stops inside a chunk; see
+// docs/PERFORMANCE.md for the measured trade-off against fixed chunks.
+//
+// For float32 tensors, when the backend brackets errors
+// (BackendOps::mse_error_bounds, several times cheaper than the exact
+// float32 error terms), decisions are taken on the brackets where they
+// settle them, and on exact errors (mse_errors, every step of that unit)
+// where they do not.
 #ifndef QCAL_OBSERVERS_MSE_SEARCH_H_
 #define QCAL_OBSERVERS_MSE_SEARCH_H_
 

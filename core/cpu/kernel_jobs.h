@@ -80,10 +80,10 @@ struct MseJob {
   uint64_t* keys = nullptr;
   double bound_rho = 0.0;
   double bound_tau = 0.0;
-  // ApproxPowV's constants (pow_mode kApprox).
+  // ApproxPowV's constants (pow_mode kApprox; see simd::ApproxPowArgsV).
   float approx_p_hi = 0.0f;
   float approx_p_lo = 0.0f;
-  float approx_p_log = 0.0f;
+  float approx_log[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 };
 
 // LeanArgs is true when fake quantization of `format` values under `spec`

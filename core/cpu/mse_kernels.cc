@@ -170,14 +170,17 @@ HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> TableIndex(DF df, hn::Vec<DF> e) {
 struct PowArgs {
   hn::Vec<DD> exponent;
   const float* HWY_RESTRICT table;
-  hn::Vec<DF> p_hi, p_lo, p_log;
+  simd::ApproxPowArgsV<DF> approx;
 };
 
 HWY_INLINE PowArgs MakePowArgs(const MseJob& job) {
   const DF df;
-  return PowArgs{hn::Set(DD(), static_cast<double>(job.norm_exponent)),
-                 job.pow_table, hn::Set(df, job.approx_p_hi),
-                 hn::Set(df, job.approx_p_lo), hn::Set(df, job.approx_p_log)};
+  return PowArgs{
+      hn::Set(DD(), static_cast<double>(job.norm_exponent)), job.pow_table,
+      simd::ApproxPowArgsV<DF>{
+          hn::Set(df, job.approx_p_hi), hn::Set(df, job.approx_p_lo),
+          hn::Set(df, job.approx_log[0]), hn::Set(df, job.approx_log[1]),
+          hn::Set(df, job.approx_log[2]), hn::Set(df, job.approx_log[3])}};
 }
 
 // The error terms |e|^norm of a vector of error magnitudes, widened to
@@ -206,7 +209,7 @@ HWY_INLINE void Terms(hn::Vec<DF> e, const PowArgs& pa, hn::Vec<DD>* t) {
     if constexpr (F != FloatFormat::kF32) {
       v = hn::GatherIndex(df, pa.table, TableIndex<F>(df, e));
     } else if constexpr (kPow == PowMode::kApprox) {
-      v = simd::ApproxPowV(df, e, pa.p_hi, pa.p_lo, pa.p_log);
+      v = simd::ApproxPowV(df, e, pa.approx);
     } else if constexpr (kPow == PowMode::kSquare) {
       v = hn::Mul(e, e);
     } else if constexpr (kPow == PowMode::kCube) {
@@ -931,8 +934,11 @@ void DispatchPowNorm(const MseJob& job, const float* a, int64_t n,
 void SetApproxPow(float p, MseJob* job) {
   job->approx_p_hi = BitsToFloat(FloatToBits(p) & ~uint32_t{0xFFF});
   job->approx_p_lo = p - job->approx_p_hi;  // exact
-  job->approx_p_log =
-      static_cast<float>(static_cast<double>(p) * 2.8853900817779268);  // 2/ln 2
+  for (int i = 0; i < 4; ++i) {
+    job->approx_log[i] = static_cast<float>(static_cast<double>(p) *
+                                            2.8853900817779268 /  // 2 / ln 2
+                                            (2 * i + 1));
+  }
 }
 
 namespace {

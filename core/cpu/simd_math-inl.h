@@ -249,26 +249,34 @@ HWY_INLINE hn::Vec<DD> PowPositiveV(DD dd, hn::Vec<DD> x, hn::Vec<DD> ed) {
                         hn::IfThenZeroElse(hn::Eq(x, zero), x));
 }
 
-// ApproxPowV approximates a^p in float32 arithmetic for a >= 0 (+inf
-// allowed), for the MSE search's certified fast path (see
-// core/cpu/mse_kernels.cc): its results are never returned as errors, only
-// used with the error bound MseApproxPowBound(p). Constants: p_hi is p with
-// its 12 low mantissa bits cleared (so p_hi * k is exact for |k| <= 152),
-// p_lo = p - p_hi, p_log = float(p * 2 / ln 2).
+// ApproxPowArgsV are ApproxPowV's per-exponent constants (see
+// internal_cpu::SetApproxPow): p_hi is p with its 12 low mantissa bits
+// cleared (so p_hi * k is exact for |k| <= 152), p_lo = p - p_hi, and
+// log[i] = float(p * 2 / ln 2 / (2 i + 1)), the series of p log2 m.
+template <class DF>
+struct ApproxPowArgsV {
+  hn::Vec<DF> p_hi, p_lo, log0, log1, log2, log3;
+};
+
+// ApproxPowV approximates a^p in float32 arithmetic for a >= 0, for the MSE
+// search's certified fast path (see core/cpu/mse_kernels.cc): its results
+// are never returned as errors, only used with the error bound
+// MseApproxPowBound(p).
 //
 // a = 2^k m with m in [sqrt(1/2), sqrt(2)); ln m = 2 atanh(s) with
 // s = (m - 1) / (m + 1), |s| <= 0.1716, by its series to s^7 / 7 (truncation
-// < 3e-8); y = p log2 a = p_hi k + (p_lo k + p_log s series), evaluated so
+// < 3e-8); y = p log2 a = p_hi k + (p_lo k + s series(s^2)), evaluated so
 // that no rounding error scales with |k|; 2^y = 2^n 2^f with n = round(y),
 // |f| <= 0.52, 2^f by a degree-5 polynomial (Chebyshev interpolation on
-// [-1/2, 1/2], relative error 3.1e-7 measured in float32), 2^n from its
-// bits. Inputs below the smallest normal float (zero included) give 0, +inf
-// and NaN themselves; 2^n below it gives 0 or a subnormal, above the
-// largest float +inf. Explicit
-// Mul/Add only, so every target computes the same bits.
+// [-1/2, 1/2]), 2^n from its bits. Both polynomials are evaluated in
+// Estrin's scheme: the loop is bound by the latency of this chain, which
+// Horner's scheme makes twice as long. Inputs below the smallest normal
+// float (zero included) give 0, +inf and NaN themselves; 2^n below it gives
+// 0 or a subnormal, above the largest float +inf. Explicit Mul/Add only, so
+// every target computes the same bits.
 template <class DF>
-HWY_INLINE hn::Vec<DF> ApproxPowV(DF df, hn::Vec<DF> a, hn::Vec<DF> p_hi,
-                                  hn::Vec<DF> p_lo, hn::Vec<DF> p_log) {
+HWY_INLINE hn::Vec<DF> ApproxPowV(DF df, hn::Vec<DF> a,
+                                  const ApproxPowArgsV<DF>& c) {
   const hn::RebindToSigned<DF> di;
   // Adding 0x3F800000 - 0x3F3504F3 carries into the exponent exactly when
   // the mantissa is >= sqrt(2); re-adding 0x3F3504F3 to the low 23 bits then
@@ -281,21 +289,25 @@ HWY_INLINE hn::Vec<DF> ApproxPowV(DF df, hn::Vec<DF> a, hn::Vec<DF> p_hi,
   const auto one = hn::Set(df, 1.0f);
   const auto s = hn::Div(hn::Sub(m, one), hn::Add(m, one));
   const auto s2 = hn::Mul(s, s);
-  auto series = hn::Set(df, 1.0f / 7.0f);
-  series = hn::Add(hn::Mul(series, s2), hn::Set(df, 1.0f / 5.0f));
-  series = hn::Add(hn::Mul(series, s2), hn::Set(df, 1.0f / 3.0f));
-  series = hn::Add(hn::Mul(series, s2), one);
-  const auto y_hi = hn::Mul(p_hi, k);
-  const auto y_lo =
-      hn::Add(hn::Mul(p_lo, k), hn::Mul(p_log, hn::Mul(s, series)));
+  const auto s4 = hn::Mul(s2, s2);
+  const auto series = hn::Add(hn::Add(c.log0, hn::Mul(s2, c.log1)),
+                              hn::Mul(s4, hn::Add(c.log2, hn::Mul(s2, c.log3))));
+  const auto y_hi = hn::Mul(c.p_hi, k);
+  const auto y_lo = hn::Add(hn::Mul(c.p_lo, k), hn::Mul(s, series));
   const auto n = hn::Round(hn::Add(y_hi, y_lo));
   const auto f = hn::Add(hn::Sub(y_hi, n), y_lo);
-  auto e = hn::Set(df, 0.0013390863314270973f);
-  e = hn::Add(hn::Mul(e, f), hn::Set(df, 0.009676031768321991f));
-  e = hn::Add(hn::Mul(e, f), hn::Set(df, 0.055503569543361664f));
-  e = hn::Add(hn::Mul(e, f), hn::Set(df, 0.2402210682630539f));
-  e = hn::Add(hn::Mul(e, f), hn::Set(df, 0.6931471824645996f));
-  e = hn::Add(hn::Mul(e, f), hn::Set(df, 1.0000001192092896f));
+  const auto f2 = hn::Mul(f, f);
+  const auto f4 = hn::Mul(f2, f2);
+  const auto e01 =
+      hn::Add(hn::Set(df, 1.0000001192092896f),
+              hn::Mul(f, hn::Set(df, 0.6931471824645996f)));
+  const auto e23 =
+      hn::Add(hn::Set(df, 0.2402210682630539f),
+              hn::Mul(f, hn::Set(df, 0.055503569543361664f)));
+  const auto e45 =
+      hn::Add(hn::Set(df, 0.009676031768321991f),
+              hn::Mul(f, hn::Set(df, 0.0013390863314270973f)));
+  const auto e = hn::Add(hn::Add(e01, hn::Mul(f2, e23)), hn::Mul(f4, e45));
   // 2^n for n in [-127, 128]: the biased exponent n + 127 shifted into
   // place (0 for n = -127, the infinity pattern for n = 128).
   const auto nc = hn::Min(hn::Max(n, hn::Set(df, -127.0f)), hn::Set(df, 128.0f));
