@@ -88,16 +88,19 @@ struct MseJob {
 
 // LeanArgs is true when fake quantization of `format` values under `spec`
 // may leave out steps that provably change nothing (see AbsError in
-// mse_kernels.cc): a 16-bit format, symmetric args (zero point 0), clamp
-// bounds that are values of the format, and grid values that all are (fp8
-// and fp4 values always are; integers up to 2^(mantissa bits + 1): 256 in
-// bf16, 2048 in f16).
+// mse_kernels.cc): symmetric args (zero point 0), clamp bounds that are
+// values of the format, and grid values that all are (fp8 and fp4 values
+// always are; integers up to 2^(mantissa bits + 1): 256 in bf16, 2048 in
+// f16, 2^24 in f32). For float32 only the zero point's addition and
+// subtraction are left out (its roundings are no-ops anyway).
 inline bool LeanArgs(FloatFormat format, const QuantSpec& spec) {
-  if (format == FloatFormat::kF32 || !spec.symmetric) return false;
+  if (!spec.symmetric) return false;
   const float qmin = spec.q_min, qmax = spec.q_max;
   const bool bounds_exact =
       RoundTo(format, qmin) == qmin && RoundTo(format, qmax) == qmax;
-  const float int_limit = format == FloatFormat::kBF16 ? 256.0f : 2048.0f;
+  const float int_limit = format == FloatFormat::kBF16   ? 256.0f
+                          : format == FloatFormat::kF16 ? 2048.0f
+                                                        : 16777216.0f;
   const bool grid_exact = spec.kind != QuantKind::kInt ||
                           (-qmin <= int_limit && qmax <= int_limit);
   return bounds_exact && grid_exact;

@@ -116,8 +116,8 @@ HWY_INLINE hn::Vec<DF> DequantizeV(DF df, hn::Vec<DF> q, hn::Vec<DF> scale,
 
 // fake_quantize(x) - x, rounded to F, in absolute value (ErrorTerm's |e|).
 //
-// kLean (symmetric args whose clamp bounds and grid values are values of F,
-// and F != f32) leaves out steps that provably change nothing: adding and
+// kLean (symmetric args whose clamp bounds and grid values are values of F)
+// leaves out steps that provably change nothing: adding and
 // subtracting a zero point of 0 (which could only turn -0 into +0 in q and
 // fq; a zero's sign never reaches |fq - x|, which is |x| or 0 then), and
 // rounding to F a clamp result or a grid value that already is a value of F.
@@ -326,9 +326,7 @@ RowSumsFn PickPow(PowMode mode) {
 template <FloatFormat F, QuantKind K>
 RowSumsFn PickGlobal(const MseJob& job) {
   if (job.has_global_scale) return PickPow<F, K, true, false>(job.pow_mode);
-  if constexpr (F != FloatFormat::kF32) {
-    if (job.lean) return PickPow<F, K, false, true>(job.pow_mode);
-  }
+  if (job.lean) return PickPow<F, K, false, true>(job.pow_mode);
   return PickPow<F, K, false, false>(job.pow_mode);
 }
 
@@ -820,9 +818,7 @@ using RowStatsFn = void (*)(const QuantStatsJob&, int64_t, float*);
 template <FloatFormat F, QuantKind K>
 RowStatsFn PickStatsGlobal(const QuantStatsJob& job) {
   if (job.has_global_scale) return &RowQuantStats<F, K, true, false>;
-  if constexpr (F != FloatFormat::kF32) {
-    if (LeanArgs(F, job.spec)) return &RowQuantStats<F, K, false, true>;
-  }
+  if (LeanArgs(F, job.spec)) return &RowQuantStats<F, K, false, true>;
   return &RowQuantStats<F, K, false, false>;
 }
 
