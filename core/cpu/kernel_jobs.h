@@ -39,6 +39,11 @@ struct CandidateConsts {
 // ApproxPowV (core/cpu/simd_math-inl.h), for error bounds only.
 enum class PowMode : uint8_t { kGeneral, kSquare, kCube, kSqrt, kApprox };
 
+// kApproxFloatRun is the number of 16-column blocks whose approximate error
+// terms a lane sums in float32 before adding them into double (relative
+// error below kApproxFloatRun 2^-24).
+inline constexpr int64_t kApproxFloatRun = 16;
+
 // kShrinkPad is the padding of MseJob::shrink_padded (the widest vector).
 inline constexpr int64_t kShrinkPad = 16;
 

@@ -282,21 +282,91 @@ HWY_NOINLINE void CandidateRowSums(const MseJob& job,
       AccumulateBlock<F, K, kGlobal, kLean, kPow, true>(
           x + full * kErrorSumLanes, rest, consts[c], q_min, q_max, pa, acc);
     }
-    if constexpr (kPow == PowMode::kApprox) {
-      // Approximate terms: any order will do (the bound covers it), so a
-      // tree instead of 16 dependent additions.
-      for (size_t w = kAccs / 2; w >= 1; w /= 2) {
-        for (size_t a = 0; a < w; ++a) acc[a] = hn::Add(acc[a], acc[a + w]);
-      }
-      sums[c] = hn::GetLane(hn::SumOfLanes(dd, acc[0]));
-      continue;
-    }
     for (size_t a = 0; a < kAccs; ++a) {
       hn::Store(acc[a], dd, lanes + a * kDL);
     }
     double sum = 0.0;
     for (int l = 0; l < kErrorSumLanes; ++l) sum += lanes[l];
     sums[c] = sum;
+  }
+}
+
+// One candidate's fake-quantization constants as vectors.
+struct FakeQuantVecs {
+  hn::Vec<DF> scale, zp_rounded, zp, eff, q_min, q_max;
+};
+
+// ApproxPowV of the error magnitudes of the float32 vector at `at`.
+template <QuantKind K, bool kGlobal, bool kLean>
+HWY_INLINE hn::Vec<DF> ApproxTerm(const float* HWY_RESTRICT at,
+                                  const FakeQuantVecs& v, const PowArgs& pa) {
+  const DF df;
+  return simd::ApproxPowV(
+      df,
+      AbsError<FloatFormat::kF32, K, kGlobal, kLean>(
+          df, hn::Load(df, at), v.scale, v.zp_rounded, v.zp, v.eff, v.q_min,
+          v.q_max),
+      pa.approx);
+}
+
+// Adds float32 partial sums into the double totals, part by part.
+HWY_INLINE void AddRuns(const hn::Vec<DF>* run, hn::Vec<DD>* total) {
+  const DD dd;
+  for (size_t i = 0; i < kVecs; ++i) {
+    total[0] = hn::Add(total[0], hn::PromoteTo(dd, Part<0>(run[i])));
+    if constexpr (kParts == 2) {
+      total[1] = hn::Add(total[1], hn::PromoteTo(dd, Part<1>(run[i])));
+    }
+  }
+}
+
+// Row sums of every candidate with ApproxPowV terms (float32 tensors; for
+// error bounds). Any order will do, the bound covers it: each lane sums its
+// terms in float32 for kApproxFloatRun blocks (the bound's
+// kApproxFloatRun 2^-24), then adds them into double; no canonical lanes.
+template <QuantKind K, bool kGlobal, bool kLean>
+HWY_NOINLINE void ApproxRowSums(const MseJob& job,
+                                const float* HWY_RESTRICT x, int64_t n,
+                                const CandidateConsts* consts, double* sums) {
+  const DF df;
+  const DD dd;
+  const PowArgs pa = MakePowArgs(job);
+  const int64_t full = n / kErrorSumLanes;
+  const size_t rest = static_cast<size_t>(n % kErrorSumLanes);
+  for (int64_t c = 0; c < job.num_candidates; ++c) {
+    const FakeQuantVecs v{hn::Set(df, consts[c].scale),
+                          hn::Set(df, consts[c].zero_point_rounded),
+                          hn::Set(df, consts[c].zero_point),
+                          hn::Set(df, consts[c].effective_scale),
+                          hn::Set(df, job.spec.q_min),
+                          hn::Set(df, job.spec.q_max)};
+    hn::Vec<DD> total[kParts];
+    for (size_t p = 0; p < kParts; ++p) total[p] = hn::Zero(dd);
+    hn::Vec<DF> run[kVecs];
+    for (int64_t b0 = 0; b0 < full; b0 += kApproxFloatRun) {
+      for (size_t i = 0; i < kVecs; ++i) run[i] = hn::Zero(df);
+      const int64_t b1 = std::min<int64_t>(full, b0 + kApproxFloatRun);
+      for (int64_t b = b0; b < b1; ++b) {
+        for (size_t i = 0; i < kVecs; ++i) {
+          run[i] = hn::Add(run[i], ApproxTerm<K, kGlobal, kLean>(
+                                       x + b * kErrorSumLanes + i * kNF, v, pa));
+        }
+      }
+      AddRuns(run, total);
+    }
+    if (rest != 0) {
+      for (size_t i = 0; i < kVecs; ++i) {
+        const size_t base = i * kNF;
+        const size_t valid = rest > base ? std::min(rest - base, kNF) : 0;
+        run[i] = hn::IfThenElseZero(
+            hn::FirstN(df, valid),
+            ApproxTerm<K, kGlobal, kLean>(x + full * kErrorSumLanes + base, v,
+                                          pa));
+      }
+      AddRuns(run, total);
+    }
+    if constexpr (kParts == 2) total[0] = hn::Add(total[0], total[1]);
+    sums[c] = hn::GetLane(hn::SumOfLanes(dd, total[0]));
   }
 }
 
@@ -316,7 +386,7 @@ RowSumsFn PickPow(PowMode mode) {
       case PowMode::kSqrt:
         return &CandidateRowSums<F, K, kGlobal, kLean, PowMode::kSqrt>;
       case PowMode::kApprox:
-        return &CandidateRowSums<F, K, kGlobal, kLean, PowMode::kApprox>;
+        return &ApproxRowSums<K, kGlobal, kLean>;
       default:
         return &CandidateRowSums<F, K, kGlobal, kLean, PowMode::kGeneral>;
     }
@@ -1041,7 +1111,8 @@ absl::Status RunMse(const MseRequest& request, const ExecOptions& exec,
         job.pow_mode == internal_cpu::PowMode::kGeneral) {
       job.pow_mode = internal_cpu::PowMode::kApprox;
       internal_cpu::SetApproxPow(e, &job);
-      job.bound_rho = MseApproxPowBound(e);
+      job.bound_rho =
+          MseApproxPowBound(e) + internal_cpu::kApproxFloatRun * 0x1p-24;
       job.bound_tau = MseApproxPowTinyBound(e);
     }
   }

@@ -45,8 +45,9 @@ absl::Status SimdMseErrors(const MseRequest& request, const ExecOptions& exec,
 // ApproxPowV (float32 log2 / exp2 polynomials, several times cheaper than
 // the exact double-precision PowPositive) and each unit's sum S becomes
 // [(S - n tau)(1 - rho), (S + n tau)(1 + rho)] for its n elements, with
-// rho = MseApproxPowBound(exponent) + (n + 16) 2^-51 (the double sums'
-// rounding) and tau = MseApproxPowTinyBound(exponent); in every other case
+// rho = MseApproxPowBound(exponent) + 2^-20 (float32 partial sums of up to
+// 16 terms) + (n + 16) 2^-51 (the double sums' rounding) and
+// tau = MseApproxPowTinyBound(exponent); in every other case
 // lo = hi = the exact error. Keys are the candidate's scale and zero-point
 // bits.
 absl::Status SimdMseErrorBounds(const MseRequest& request,

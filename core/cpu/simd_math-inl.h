@@ -309,10 +309,12 @@ HWY_INLINE hn::Vec<DF> ApproxPowV(DF df, hn::Vec<DF> a,
               hn::Mul(f, hn::Set(df, 0.0013390863314270973f)));
   const auto e = hn::Add(hn::Add(e01, hn::Mul(f2, e23)), hn::Mul(f4, e45));
   // 2^n for n in [-127, 128]: the biased exponent n + 127 shifted into
-  // place (0 for n = -127, the infinity pattern for n = 128).
+  // place (0 for n = -127, the infinity pattern for n = 128). n + 1.5 2^23
+  // holds n in its low mantissa bits (exact: |n| < 2^22).
   const auto nc = hn::Min(hn::Max(n, hn::Set(df, -127.0f)), hn::Set(df, 128.0f));
+  const auto nbits = hn::BitCast(di, hn::Add(nc, hn::Set(df, 12582912.0f)));
   const auto scale = hn::BitCast(
-      df, hn::ShiftLeft<23>(hn::Add(hn::ConvertTo(di, nc), hn::Set(di, 127))));
+      df, hn::ShiftLeft<23>(hn::Sub(nbits, hn::Set(di, 0x4B400000 - 127))));
   const auto r = hn::Mul(e, scale);
   // +inf and NaN give themselves (NaN when a candidate's scale overflowed).
   return hn::IfThenElse(
