@@ -127,7 +127,12 @@ HWY_INLINE hn::Vec<DF> AbsError(DF df, hn::Vec<DF> x, hn::Vec<DF> scale,
                                 hn::Vec<DF> eff, hn::Vec<DF> q_min,
                                 hn::Vec<DF> q_max) {
   hn::Vec<DF> fq;
-  if constexpr (kLean && !kGlobal) {
+  if constexpr (kLean && kGlobal) {
+    // Under a global scale every step is float32 until the dequantized value.
+    const auto q = simd::GridV<K>(
+        df, hn::Min(hn::Max(hn::Div(x, eff), q_min), q_max));
+    fq = simd::RoundV<F>(df, hn::Mul(q, eff));
+  } else if constexpr (kLean) {
     auto q = simd::RoundV<F>(df, hn::Div(x, scale));
     q = simd::GridV<K>(df, hn::Min(hn::Max(q, q_min), q_max));
     fq = simd::RoundV<F>(df, hn::Mul(q, scale));
@@ -395,7 +400,10 @@ RowSumsFn PickPow(PowMode mode) {
 
 template <FloatFormat F, QuantKind K>
 RowSumsFn PickGlobal(const MseJob& job) {
-  if (job.has_global_scale) return PickPow<F, K, true, false>(job.pow_mode);
+  if (job.has_global_scale) {
+    return job.lean ? PickPow<F, K, true, true>(job.pow_mode)
+                    : PickPow<F, K, true, false>(job.pow_mode);
+  }
   if (job.lean) return PickPow<F, K, false, true>(job.pow_mode);
   return PickPow<F, K, false, false>(job.pow_mode);
 }
@@ -753,6 +761,24 @@ void PowNormTarget(const MseJob& job, const float* a, int64_t n, float* out) {
   }
 }
 
+// GridV<kind> of n values, for tests.
+void GridTarget(QuantKind kind, const float* in, int64_t n, float* out) {
+  const DF df;
+  HWY_ALIGN float buf[kNF];
+  for (int64_t i = 0; i < n; i += kNF) {
+    const int64_t m = std::min<int64_t>(kNF, n - i);
+    for (int64_t k = 0; k < static_cast<int64_t>(kNF); ++k) {
+      buf[k] = k < m ? in[i + k] : 0.0f;
+    }
+    const auto v = hn::Load(df, buf);
+    const auto g = kind == QuantKind::kFp4   ? simd::GridV<QuantKind::kFp4>(df, v)
+                   : kind == QuantKind::kFp8 ? simd::GridV<QuantKind::kFp8>(df, v)
+                                             : simd::GridV<QuantKind::kInt>(df, v);
+    hn::Store(g, df, buf);
+    for (int64_t k = 0; k < m; ++k) out[i + k] = buf[k];
+  }
+}
+
 void CandidateParamsTarget(const MseJob& job, FakeQuantParams* out) {
   std::vector<CandidateConsts> consts(job.num_candidates);
   switch (job.format) {
@@ -981,6 +1007,7 @@ namespace internal_cpu {
 HWY_EXPORT(MseTarget);
 HWY_EXPORT(PowNormTarget);
 HWY_EXPORT(CandidateParamsTarget);
+HWY_EXPORT(GridTarget);
 HWY_EXPORT(QuantStatsTarget);
 
 // The dispatch happens inside this namespace: with a single compiled target
@@ -1240,6 +1267,11 @@ void SimdPowNormForTest(FloatFormat format, const float* a, int64_t n,
     job.pow_table = table->values.data();
   }
   internal_cpu::DispatchPowNorm(job, a, n, out);
+}
+
+void SimdGridForTest(QuantKind kind, const float* in, int64_t n,
+                     float* out) {
+  HWY_DYNAMIC_DISPATCH(internal_cpu::GridTarget)(kind, in, n, out);
 }
 
 void SimdApproxPowForTest(const float* a, int64_t n, float exponent,

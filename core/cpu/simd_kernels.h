@@ -101,6 +101,10 @@ absl::Status SimdQuantErrorStats(const TensorView& x, const TileGrid& grid,
 void SimdPowNormForTest(FloatFormat format, const float* a, int64_t n,
                         float exponent, float* out);
 
+// SimdGridForTest writes the MSE kernel's RoundToQuantGrid(in[i], kind) on
+// the active target, for tests.
+void SimdGridForTest(QuantKind kind, const float* in, int64_t n, float* out);
+
 // SimdCandidateParamsForTest writes the fake-quantization parameters the MSE
 // kernel derives (vectorised) for a unit with range [a, b] and each shrink
 // factor, as CandidateParams<F> would return them, for tests.

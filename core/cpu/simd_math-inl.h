@@ -154,15 +154,20 @@ HWY_INLINE hn::Vec<DF> E4m3V(DF df, hn::Vec<DF> v) {
 // Fp4V is Fp4Round, bit for bit, for non-NaN inputs.
 template <class DF>
 HWY_INLINE hn::Vec<DF> Fp4V(DF df, hn::Vec<DF> x) {
+  // The table's values and ties are those of rounding |x| to nearest, ties
+  // to even, on a grid of spacing 1/2 below 2, 1 below 4 and 2 above, then
+  // capping at 6: round(|x| k) / k with k = 2, 1, 1/2 (all steps exact).
   const auto a = hn::Abs(x);
-  auto q = hn::Zero(df);
-  q = hn::IfThenElse(hn::Gt(a, hn::Set(df, 0.25f)), hn::Set(df, 0.5f), q);
-  q = hn::IfThenElse(hn::Ge(a, hn::Set(df, 0.75f)), hn::Set(df, 1.0f), q);
-  q = hn::IfThenElse(hn::Gt(a, hn::Set(df, 1.25f)), hn::Set(df, 1.5f), q);
-  q = hn::IfThenElse(hn::Ge(a, hn::Set(df, 1.75f)), hn::Set(df, 2.0f), q);
-  q = hn::IfThenElse(hn::Gt(a, hn::Set(df, 2.5f)), hn::Set(df, 3.0f), q);
-  q = hn::IfThenElse(hn::Ge(a, hn::Set(df, 3.5f)), hn::Set(df, 4.0f), q);
-  q = hn::IfThenElse(hn::Gt(a, hn::Set(df, 5.0f)), hn::Set(df, 6.0f), q);
+  const auto below2 = hn::Lt(a, hn::Set(df, 2.0f));
+  const auto below4 = hn::Lt(a, hn::Set(df, 4.0f));
+  const auto k = hn::IfThenElse(
+      below2, hn::Set(df, 2.0f),
+      hn::IfThenElse(below4, hn::Set(df, 1.0f), hn::Set(df, 0.5f)));
+  const auto k_inv = hn::IfThenElse(
+      below2, hn::Set(df, 0.5f),
+      hn::IfThenElse(below4, hn::Set(df, 1.0f), hn::Set(df, 2.0f)));
+  const auto q = hn::Min(hn::Mul(hn::Round(hn::Mul(a, k)), k_inv),
+                         hn::Set(df, 6.0f));
   // -q for x < 0, q for x > 0, +0 for zeros (torch.sign(0) = 0).
   const auto zero = hn::Zero(df);
   return hn::IfThenElse(hn::Lt(x, zero), hn::Neg(q),

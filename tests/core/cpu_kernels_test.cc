@@ -651,6 +651,55 @@ TEST(CpuKernelsTest, ApproxPowIsWithinItsBoundOnEveryTarget) {
   }
 }
 
+// The vector grid roundings against RoundToQuantGrid: a sweep of the float
+// range (every 1021st bit pattern, both signs) and the few floats around
+// every fp4 table boundary and around every e4m3 value.
+TEST(CpuKernelsTest, GridRoundingMatchesScalarOnEveryTarget) {
+  std::vector<float> in;
+  for (uint32_t bits = 0; bits <= 0x7F800000u; bits += 1021) {
+    in.push_back(BitsToFloat(bits));
+  }
+  std::vector<float> centres = {0.25f, 0.5f, 0.75f, 1.0f, 1.25f, 1.5f, 1.75f,
+                                2.0f,  2.5f, 3.0f,  3.5f, 4.0f,  5.0f, 6.0f,
+                                7.0f,  8.0f, 448.0f, 464.0f, 480.0f};
+  for (int b = 0; b < 256; ++b) {
+    const float v = E4m3fnBitsToFloat(static_cast<uint8_t>(b));
+    if (std::isfinite(v)) centres.push_back(v);
+  }
+  for (float c : centres) {
+    float lo = c, hi = c;
+    for (int k = 0; k < 3; ++k) {
+      lo = std::nextafter(lo, -HUGE_VALF);
+      hi = std::nextafter(hi, HUGE_VALF);
+      in.push_back(lo);
+      in.push_back(hi);
+    }
+    in.push_back(c);
+  }
+  in.push_back(std::numeric_limits<float>::infinity());
+  const size_t half = in.size();
+  for (size_t i = 0; i < half; ++i) in.push_back(-in[i]);
+  const int64_t n = static_cast<int64_t>(in.size());
+  for (int64_t target : SimdTargets()) {
+    ScopedSimdTarget scoped(target);
+    for (QuantKind kind : {QuantKind::kFp4, QuantKind::kFp8, QuantKind::kInt}) {
+      std::vector<float> got(n);
+      SimdGridForTest(kind, in.data(), n, got.data());
+      for (int64_t i = 0; i < n; ++i) {
+        // The kernels clamp before rounding: fp8 to +-448.
+        if (kind == QuantKind::kFp8 && !(std::fabs(in[i]) <= 448.0f)) continue;
+        const float want = RoundToQuantGrid(in[i], kind);
+        // SSSE3 has no roundps: Highway's emulated Round may lose a zero's
+        // sign, which never reaches an error |fq - x|.
+        if (kind == QuantKind::kInt && got[i] == 0.0f && want == 0.0f) continue;
+        ASSERT_TRUE(SameFloat(got[i], want))
+            << SimdTargetName(target) << " kind " << static_cast<int>(kind)
+            << " " << in[i] << ": " << got[i] << " vs " << want;
+      }
+    }
+  }
+}
+
 TEST(CpuKernelsTest, CandidateParamsMatchScalarOnEveryTarget) {
   std::vector<SpecCase> specs = SpecCases();
   specs.push_back({"int16_sym", QuantSpecFor(false, 16, true), false});
