@@ -1023,6 +1023,9 @@ void DispatchPowNorm(const MseJob& job, const float* a, int64_t n,
                      float* out) {
   HWY_DYNAMIC_DISPATCH(PowNormTarget)(job, a, n, out);
 }
+void DispatchGrid(QuantKind kind, const float* in, int64_t n, float* out) {
+  HWY_DYNAMIC_DISPATCH(GridTarget)(kind, in, n, out);
+}
 
 void SetApproxPow(float p, MseJob* job) {
   job->approx_p_hi = BitsToFloat(FloatToBits(p) & ~uint32_t{0xFFF});
@@ -1271,7 +1274,7 @@ void SimdPowNormForTest(FloatFormat format, const float* a, int64_t n,
 
 void SimdGridForTest(QuantKind kind, const float* in, int64_t n,
                      float* out) {
-  HWY_DYNAMIC_DISPATCH(internal_cpu::GridTarget)(kind, in, n, out);
+  internal_cpu::DispatchGrid(kind, in, n, out);
 }
 
 void SimdApproxPowForTest(const float* a, int64_t n, float exponent,
