@@ -732,6 +732,17 @@ void MseImpl(const MseJob& job) {
   }
 }
 
+// Copies up to kNF values from a[i..n) into buf, padded with zeros; returns
+// how many are real (for the test hooks below).
+HWY_INLINE int64_t LoadPadded(const float* a, int64_t i, int64_t n,
+                              float* HWY_RESTRICT buf) {
+  const int64_t m = std::min<int64_t>(kNF, n - i);
+  for (int64_t k = 0; k < static_cast<int64_t>(kNF); ++k) {
+    buf[k] = k < m ? a[i + k] : 0.0f;
+  }
+  return m;
+}
+
 // PowNorm of n values as the kernel computes error terms for `job` (its
 // format, exponent, table; pow_mode kApprox: ApproxPowV), for tests.
 void PowNormTarget(const MseJob& job, const float* a, int64_t n, float* out) {
@@ -741,10 +752,7 @@ void PowNormTarget(const MseJob& job, const float* a, int64_t n, float* out) {
   HWY_ALIGN float in[kNF];
   HWY_ALIGN double parts[kNF];
   for (int64_t i = 0; i < n; i += kNF) {
-    const int64_t m = std::min<int64_t>(kNF, n - i);
-    for (int64_t k = 0; k < static_cast<int64_t>(kNF); ++k) {
-      in[k] = k < m ? a[i + k] : 0.0f;
-    }
+    const int64_t m = LoadPadded(a, i, n, in);
     const auto e = hn::Load(df, in);
     hn::Vec<DD> t[kParts];
     if (job.format == FloatFormat::kBF16) {
@@ -766,10 +774,7 @@ void GridTarget(QuantKind kind, const float* in, int64_t n, float* out) {
   const DF df;
   HWY_ALIGN float buf[kNF];
   for (int64_t i = 0; i < n; i += kNF) {
-    const int64_t m = std::min<int64_t>(kNF, n - i);
-    for (int64_t k = 0; k < static_cast<int64_t>(kNF); ++k) {
-      buf[k] = k < m ? in[i + k] : 0.0f;
-    }
+    const int64_t m = LoadPadded(in, i, n, buf);
     const auto v = hn::Load(df, buf);
     const auto g = kind == QuantKind::kFp4   ? simd::GridV<QuantKind::kFp4>(df, v)
                    : kind == QuantKind::kFp8 ? simd::GridV<QuantKind::kFp8>(df, v)

@@ -360,12 +360,14 @@ std::vector<GridCase> MseGrids() {
   };
 }
 
-void RunMse(bool simd, const Tensor& data, const TileGrid& grid,
-            FloatFormat format, NonFinitePolicy policy, const SpecCase& sc,
-            float norm_exponent, const std::vector<int64_t>& units,
-            const std::vector<float>& umin, const std::vector<float>& umax,
-            const std::vector<float>& shrink, float global_scale, int threads,
-            std::vector<float>* errors) {
+MseRequest MakeMseRequest(const Tensor& data, const TileGrid& grid,
+                          FloatFormat format, NonFinitePolicy policy,
+                          const SpecCase& sc, float norm_exponent,
+                          const std::vector<int64_t>& units,
+                          const std::vector<float>& umin,
+                          const std::vector<float>& umax,
+                          const std::vector<float>& shrink,
+                          float global_scale) {
   MseRequest req;
   req.x = data.view();
   req.grid = grid;
@@ -379,6 +381,18 @@ void RunMse(bool simd, const Tensor& data, const TileGrid& grid,
   req.unit_min = umin;
   req.unit_max = umax;
   req.shrink = shrink;
+  return req;
+}
+
+void RunMse(bool simd, const Tensor& data, const TileGrid& grid,
+            FloatFormat format, NonFinitePolicy policy, const SpecCase& sc,
+            float norm_exponent, const std::vector<int64_t>& units,
+            const std::vector<float>& umin, const std::vector<float>& umax,
+            const std::vector<float>& shrink, float global_scale, int threads,
+            std::vector<float>* errors) {
+  const MseRequest req = MakeMseRequest(data, grid, format, policy, sc,
+                                        norm_exponent, units, umin, umax,
+                                        shrink, global_scale);
   errors->assign(units.size() * shrink.size(), -1.0f);
   ExecOptions exec;
   exec.threads = threads;
@@ -391,28 +405,10 @@ void RunMse(bool simd, const Tensor& data, const TileGrid& grid,
 // from SimdMseErrors): every bracket holds its error, equal keys of a unit
 // mean equal errors, and the brackets are exact where no approximation is
 // used (f16/bf16, exponents 2, 3 and 0.5) and tight where one is.
-void CheckMseBounds(const Tensor& data, const TileGrid& grid,
-                    FloatFormat format, NonFinitePolicy policy,
-                    const SpecCase& sc, float norm_exponent,
-                    const std::vector<int64_t>& units,
-                    const std::vector<float>& umin,
-                    const std::vector<float>& umax,
-                    const std::vector<float>& shrink, float global_scale,
-                    int threads, const std::vector<float>& errors) {
-  MseRequest req;
-  req.x = data.view();
-  req.grid = grid;
-  req.format = format;
-  req.nonfinite = policy;
-  req.spec = sc.spec;
-  req.has_global_scale = sc.global;
-  req.global_scale = global_scale;
-  req.norm_exponent = norm_exponent;
-  req.units = units;
-  req.unit_min = umin;
-  req.unit_max = umax;
-  req.shrink = shrink;
-  const size_t n = units.size() * shrink.size();
+void CheckMseBounds(const MseRequest& req, int threads,
+                    const std::vector<float>& errors) {
+  const size_t nc = req.shrink.size();
+  const size_t n = req.units.size() * nc;
   std::vector<float> lo(n, -2.0f), hi(n, -2.0f);
   std::vector<uint64_t> keys(n, 0);
   ExecOptions exec;
@@ -421,28 +417,28 @@ void CheckMseBounds(const Tensor& data, const TileGrid& grid,
                                  MseBoundsOutput{lo.data(), hi.data(),
                                                  keys.data()})
                   .ok());
-  const bool approx = format == FloatFormat::kF32 && norm_exponent != 2.0f &&
-                      norm_exponent != 3.0f && norm_exponent != 0.5f;
-  const size_t nc = shrink.size();
+  const float p = req.norm_exponent;
+  const bool approx =
+      req.format == FloatFormat::kF32 && p != 2.0f && p != 3.0f && p != 0.5f;
   for (size_t k = 0; k < n; ++k) {
     const float e = errors[k];
-    SCOPED_TRACE(absl::StrCat("unit ", units[k / nc], " candidate ", k % nc,
-                              ": ", e, " in [", lo[k], ", ", hi[k], "]"));
+    bool ok;
     if (!approx) {
-      ASSERT_TRUE(SameFloat(lo[k], e) && SameFloat(hi[k], e));
+      ok = SameFloat(lo[k], e) && SameFloat(hi[k], e);
     } else if (std::isnan(e)) {
-      ASSERT_TRUE(lo[k] == -HUGE_VALF && hi[k] == HUGE_VALF);
+      ok = lo[k] == -HUGE_VALF && hi[k] == HUGE_VALF;
     } else {
-      ASSERT_TRUE(lo[k] <= e && e <= hi[k]);
-      if (std::isfinite(e) && e > 1e-30f) {
-        ASSERT_LE(hi[k] - lo[k], 1e-4f * e);  // used, and tight
-      }
+      ok = lo[k] <= e && e <= hi[k];
+      // Used, and tight.
+      if (std::isfinite(e) && e > 1e-30f) ok = ok && hi[k] - lo[k] <= 1e-4f * e;
     }
     for (size_t c = 0; c < k % nc; ++c) {
-      if (keys[k - k % nc + c] == keys[k]) {
-        ASSERT_TRUE(SameFloat(errors[k - k % nc + c], e)) << "equal keys";
-      }
+      const size_t other = k - k % nc + c;
+      if (keys[other] == keys[k]) ok = ok && SameFloat(errors[other], e);
     }
+    ASSERT_TRUE(ok) << "unit " << req.units[k / nc] << " candidate " << k % nc
+                    << ": " << e << " in [" << lo[k] << ", " << hi[k]
+                    << "] (or a candidate with the same key differs)";
   }
 }
 
@@ -510,8 +506,9 @@ TEST(CpuKernelsTest, MseErrorsMatchReference) {
                     << "unit " << units[k / shrink.size()] << " candidate "
                     << k % shrink.size() << ": " << got[k] << " vs " << ref[k];
               }
-              CheckMseBounds(data, g, format, policy, sc, e, units, umin, umax,
-                             shrink, gscale, threads, ref);
+              CheckMseBounds(MakeMseRequest(data, g, format, policy, sc, e,
+                                            units, umin, umax, shrink, gscale),
+                             threads, ref);
             }
           }
         }
@@ -549,8 +546,10 @@ TEST(CpuKernelsTest, MseErrorsExtremeRangesAndNonFiniteInErrorMode) {
             ASSERT_TRUE(SameFloat(got[k], ref[k]))
                 << k << ": " << got[k] << " vs " << ref[k];
           }
-          CheckMseBounds(data, g, format, policy, sc, NormFor(format, 2.4),
-                         units, umin, umax, shrink, 3.5f, 2, ref);
+          CheckMseBounds(
+              MakeMseRequest(data, g, format, policy, sc, NormFor(format, 2.4),
+                             units, umin, umax, shrink, 3.5f),
+              2, ref);
         }
       }
     }
