@@ -564,9 +564,10 @@ HWY_INLINE void FinishUnitErrors(const MseJob& job, int64_t i,
                                  const CandidateConsts* consts,
                                  const double* total) {
   const int64_t ncand = job.num_candidates;
-  float* errors = job.errors + i * ncand;
-  if (job.lo == nullptr) {
-    for (int64_t c = 0; c < ncand; ++c) errors[c] = FinishErrorSum<F>(total[c]);
+  if (job.lo == nullptr) {  // (job.errors is null when bounds are asked for)
+    for (int64_t c = 0; c < ncand; ++c) {
+      job.errors[i * ncand + c] = FinishErrorSum<F>(total[c]);
+    }
     return;
   }
   const bool approx = F == FloatFormat::kF32 && job.pow_mode == PowMode::kApprox;
