@@ -144,10 +144,24 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
     if (lo[o] >= best_hi[u]) return Decision::kNotImproved;
     return Decision::kOpen;
   };
+  // Replays steps `from` .. count - 1 of the current chunk for unit u
+  // (position j of the batch), flagging its call's improvements; returns
+  // the first open step, or count.
+  int64_t first = 0, count = 0;
+  auto replay = [&](int64_t u, int64_t j, int64_t from) {
+    const int32_t k = call_of[u];
+    for (int64_t step = from; step < count; ++step) {
+      const Decision d = decide(u, j * count + step, first + step);
+      if (d == Decision::kOpen) return step;
+      if (d == Decision::kImproved) {
+        improved[k * count + step].store(1, std::memory_order_relaxed);
+      }
+    }
+    return count;
+  };
 
   bool rebuild = true;
-  int64_t count = 0;
-  for (int64_t first = 0; first < steps; first += count) {
+  for (first = 0; first < steps; first += count) {
     // Chunk size: the fewest steps after which a running call could stop (a
     // call whose counter is c stops after patience - c steps without
     // improvement). So no candidate is evaluated past a stop, and no call
@@ -201,17 +215,10 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
       open.clear();
       ParallelFor(m, threads, 1024, [&](int64_t begin, int64_t end) {
         for (int64_t j = begin; j < end; ++j) {
-          const int64_t u = units[b0 + j];
-          const int32_t k = call_of[u];
-          for (int64_t step = 0; step < count; ++step) {
-            const Decision d = decide(u, j * count + step, first + step);
-            if (d == Decision::kImproved) {
-              improved[k * count + step].store(1, std::memory_order_relaxed);
-            } else if (d == Decision::kOpen) {
-              std::lock_guard<std::mutex> lock(open_mu);
-              open.push_back({j, step});
-              break;
-            }
+          const int64_t step = replay(units[b0 + j], j, 0);
+          if (step < count) {
+            std::lock_guard<std::mutex> lock(open_mu);
+            open.push_back({j, step});
           }
         }
       });
@@ -241,12 +248,7 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
         exact_slot[u] = exact_units++;
         const float* e = exact.data() + base + q * steps;
         best_lo[u] = best_hi[u] = best_step[u] >= 0 ? e[best_step[u]] : best_init;
-        for (int64_t step = open[q].step; step < count; ++step) {
-          if (decide(u, 0, first + step) == Decision::kImproved) {
-            improved[call_of[u] * count + step].store(
-                1, std::memory_order_relaxed);
-          }
-        }
+        replay(u, open[q].j, open[q].step);  // exact errors: none is open
       }
     }
     // Each running call's counter, step by step.

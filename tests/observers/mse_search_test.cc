@@ -297,7 +297,7 @@ std::vector<float> Search(const BackendOps& ops, const Tensor& x,
       lo = std::min(lo, mn[u]);
       hi = std::max(hi, mx[u]);
     }
-    obs.global_scale = 2688.0f / std::max(-lo, hi);
+    obs.global_scale = GlobalScale(lo, hi);
   }
   MseSearchOptions options;
   options.norm = c.norm;
