@@ -4,6 +4,8 @@
 #ifndef QCAL_CORE_CPU_KERNEL_JOBS_H_
 #define QCAL_CORE_CPU_KERNEL_JOBS_H_
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "core/layout.h"
@@ -27,17 +29,66 @@ struct MinMaxJob {
 // CandidateConsts are one (unit, candidate)'s fake-quantization constants
 // (from CandidateParams<F>): the scale, the zero point rounded to the
 // observed format and as stored, and the effective scale under a global
-// scale.
+// scale; and a bound on the unit's error magnitudes |fq - x| under them
+// (see MaxErrorBound).
 struct CandidateConsts {
   float scale;
   float zero_point_rounded;
   float zero_point;
   float effective_scale;
+  float max_error;
 };
 
+// MaxErrorBound bounds every computed |fake_quantize(x) - x| of a unit whose
+// values lie in [x_min, x_max] under the candidate constants c. The
+// dequantized value is (q - z) s (z the zero point, s the scale or, under
+// a global scale, the effective scale) with q a grid value in
+// [q_min, q_max]: x inside [(q_min - z) s, (q_max - z) s] is at most half
+// the grid's widest step from one (1/2 for integers, 1 for fp4, 16 for
+// e4m3), x outside it at most its distance to the nearer end. The
+// roundings of x / s, q s and the difference add at most
+// 3 2^-24 (|x| + Q s), Q = max(|q_min - z|, |q_max - z|); 2^-21 covers
+// them, and the factor 1 + 2^-20 the bound's own rounding. +inf when a
+// dequantized value may reach 2^127 (where q s may overflow to infinity),
+// NaN for NaN constants.
+inline float MaxErrorBound(float x_min, float x_max, const CandidateConsts& c,
+                           const QuantSpec& spec, bool has_global_scale) {
+  const double z = has_global_scale ? c.zero_point : c.zero_point_rounded;
+  const double s =
+      std::fabs(has_global_scale ? c.effective_scale : c.scale);
+  const double half_step = spec.kind == QuantKind::kFp8   ? 16.0
+                           : spec.kind == QuantKind::kFp4 ? 1.0
+                                                          : 0.5;
+  const double top = (spec.q_max - z) * s, bottom = (spec.q_min - z) * s;
+  const double lo = x_min, hi = x_max;
+  const double inside = std::max({half_step * s, hi - top, bottom - lo, 0.0});
+  const double a = std::max(std::fabs(lo), std::fabs(hi));
+  const double q = std::max(std::fabs(spec.q_min - z), std::fabs(spec.q_max - z));
+  // A dequantized value near the float32 limit may round to infinity.
+  if (q * s >= 0x1p127) return HUGE_VALF;
+  return static_cast<float>((inside + 0x1p-21 * (a + q * s)) * (1.0 + 0x1p-20));
+}
+
+// OctaveTop is the biased exponent of the top octave of OctavePowV's window
+// for errors bounded by max_error (at least 16, so that the window's 16
+// octaves are all normal), or -1 when max_error is not below 2^127.
+inline int OctaveTop(float max_error) {
+  if (!(max_error < 0x1p127f)) return -1;
+  const int top = static_cast<int>(FloatToBits(max_error) >> 23);
+  return top < 16 ? 16 : top;
+}
+
 // PowMode selects PowNorm's computation for float32 tensors; kApprox is
-// ApproxPowV (core/cpu/simd_math-inl.h), for error bounds only.
-enum class PowMode : uint8_t { kGeneral, kSquare, kCube, kSqrt, kApprox };
+// ApproxPowV and kOctave OctavePowV (core/cpu/simd_math-inl.h), for error
+// bounds only.
+enum class PowMode : uint8_t {
+  kGeneral,
+  kSquare,
+  kCube,
+  kSqrt,
+  kApprox,
+  kOctave
+};
 
 // kApproxFloatRun is the number of 16-column blocks whose approximate error
 // terms a lane sums in float32 before adding them into double (relative
@@ -79,17 +130,51 @@ struct MseJob {
   // Error bounds instead of errors (MseBoundsOutput; all three set or none):
   // each unit's double sum S (approximate when pow_mode is kApprox) becomes
   // [lo, hi] = [(S - n tau)(1 - rho), (S + n tau)(1 + rho)] for a unit of n
-  // elements, rho = bound_rho + (n + 16) 2^-51.
+  // elements, rho = bound_rho + (n + 16) 2^-51 (with pow_mode kOctave, tau
+  // also has each candidate's window floor term; see SimdMseErrorBounds).
   float* lo = nullptr;
   float* hi = nullptr;
   uint64_t* keys = nullptr;
   double bound_rho = 0.0;
   double bound_tau = 0.0;
+  // With pow_mode kOctave, rho and tau of the candidates without a window
+  // (OctaveTop -1), whose terms come from ApproxPowV.
+  double fallback_rho = 0.0;
+  double fallback_tau = 0.0;
   // ApproxPowV's constants (pow_mode kApprox; see simd::ApproxPowArgsV).
   float approx_p_hi = 0.0f;
   float approx_p_lo = 0.0f;
   float approx_log[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  // OctavePowV's constants (pow_mode kOctave; see OctaveConsts).
+  const float* octave_tables = nullptr;
+  const double* octave_scale = nullptr;
+  double octave_floor_term = 0.0;
+  float octave_coef[6] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
 };
+
+// OctaveConsts are OctavePowV's constants for an exponent p:
+// tables[16 r + (E mod 16)] = float(2^(p (E - top))) for the window of
+// 16 octaves E in [top - 15, top] with top mod 16 = r; scale[E] = 2^(p (E -
+// 127)) in double (the factor that undoes the window's scaling, and the
+// value of a clamped term); coef: P(t), the interpolant of (1 + t)^p at
+// the six Chebyshev nodes of [0, 1], its coefficients rounded to float32;
+// bound: MseOctavePowBound(p).
+struct OctaveConsts {
+  float tables[16 * 16];
+  double scale[256];
+  double floor_term;  // 2 2^(-15 p): a clamped term's slack, windows scaled
+  float coef[6];
+  double bound;
+};
+
+// OctaveExponentOk says whether OctavePowV serves exponent p:
+// 1.5 <= p < 4.5 (below, a clamped term's slack is too wide; above, the
+// degree-5 interpolation's error bound passes 1e-5: 3.8e-4 at p = 5.9).
+inline bool OctaveExponentOk(float p) { return p >= 1.5f && p < 4.5f; }
+
+// SetOctavePow computes the constants for an exponent with
+// OctaveExponentOk.
+void SetOctavePow(float p, OctaveConsts* out);
 
 // LeanArgs is true when fake quantization of `format` values under `spec`
 // may leave out steps that provably change nothing (see AbsError in

@@ -260,13 +260,26 @@ HWY_INLINE void AccumulateBlock(const float* HWY_RESTRICT x, size_t valid,
   }
 }
 
+// Whether candidate c has the previous candidate's constants (bit for bit):
+// then its row sums are the previous one's. Scales are monotone in the
+// shrink factor, so equal candidates are consecutive; with an fp8 scale
+// (NVFP4) a few distinct scales cover all twenty steps.
+HWY_INLINE bool SameAsPrevious(const CandidateConsts* consts, int64_t c) {
+  return c > 0 && FloatToBits(consts[c].scale) == FloatToBits(consts[c - 1].scale) &&
+         FloatToBits(consts[c].zero_point_rounded) ==
+             FloatToBits(consts[c - 1].zero_point_rounded) &&
+         FloatToBits(consts[c].zero_point) == FloatToBits(consts[c - 1].zero_point) &&
+         FloatToBits(consts[c].effective_scale) ==
+             FloatToBits(consts[c - 1].effective_scale);
+}
+
 // Row sums of every candidate for one row held in x (n values, zero-padded
 // to a multiple of 16, all finite).
 template <FloatFormat F, QuantKind K, bool kGlobal, bool kLean, PowMode kPow>
 HWY_NOINLINE void CandidateRowSums(const MseJob& job,
                                    const float* HWY_RESTRICT x, int64_t n,
                                    const CandidateConsts* consts,
-                                   double* sums) {
+                                   double* sums, uint8_t* /*term_kinds*/) {
   const DF df;
   const DD dd;
   const auto q_min = hn::Set(df, job.spec.q_min);
@@ -276,6 +289,10 @@ HWY_NOINLINE void CandidateRowSums(const MseJob& job,
   const size_t rest = static_cast<size_t>(n % kErrorSumLanes);
   HWY_ALIGN double lanes[kErrorSumLanes];
   for (int64_t c = 0; c < job.num_candidates; ++c) {
+    if (SameAsPrevious(consts, c)) {
+      sums[c] = sums[c - 1];
+      continue;
+    }
     hn::Vec<DD> acc[kAccs];
     for (size_t a = 0; a < kAccs; ++a) acc[a] = hn::Zero(dd);
     for (int64_t b = 0; b < full; ++b) {
@@ -325,26 +342,126 @@ HWY_INLINE void AddRuns(const hn::Vec<DF>* run, hn::Vec<DD>* total) {
   }
 }
 
-// Row sums of every candidate with ApproxPowV terms (float32 tensors; for
-// error bounds). Any order will do, the bound covers it: each lane sums its
-// terms in float32 for kApproxFloatRun blocks (the bound's
-// kApproxFloatRun 2^-24), then adds them into double; no canonical lanes.
+// Kinds of error terms a row's sums used (OctaveRowSums).
+constexpr uint8_t kWindowTerms = 1;  // OctavePowV
+constexpr uint8_t kApproxTerms = 2;  // ApproxPowV
+
+// One candidate's row sum with ApproxPowV terms (float32 tensors; for error
+// bounds). Any order will do, the bound covers it: each lane sums its terms
+// in float32 for kApproxFloatRun blocks (the bound's kApproxFloatRun
+// 2^-24), then adds them into double; no canonical lanes.
+template <QuantKind K, bool kGlobal, bool kLean>
+HWY_INLINE double ApproxCandidateSum(const MseJob& job, const PowArgs& pa,
+                                     const float* HWY_RESTRICT x, int64_t n,
+                                     const CandidateConsts& cc) {
+  const DF df;
+  const DD dd;
+  const int64_t full = n / kErrorSumLanes;
+  const size_t rest = static_cast<size_t>(n % kErrorSumLanes);
+  const FakeQuantVecs v{hn::Set(df, cc.scale),
+                        hn::Set(df, cc.zero_point_rounded),
+                        hn::Set(df, cc.zero_point),
+                        hn::Set(df, cc.effective_scale),
+                        hn::Set(df, job.spec.q_min),
+                        hn::Set(df, job.spec.q_max)};
+  hn::Vec<DD> total[kParts];
+  for (size_t p = 0; p < kParts; ++p) total[p] = hn::Zero(dd);
+  hn::Vec<DF> run[kVecs];
+  for (int64_t b0 = 0; b0 < full; b0 += kApproxFloatRun) {
+    for (size_t i = 0; i < kVecs; ++i) run[i] = hn::Zero(df);
+    const int64_t b1 = std::min<int64_t>(full, b0 + kApproxFloatRun);
+    for (int64_t b = b0; b < b1; ++b) {
+      for (size_t i = 0; i < kVecs; ++i) {
+        run[i] = hn::Add(run[i], ApproxTerm<K, kGlobal, kLean>(
+                                     x + b * kErrorSumLanes + i * kNF, v, pa));
+      }
+    }
+    AddRuns(run, total);
+  }
+  if (rest != 0) {
+    for (size_t i = 0; i < kVecs; ++i) {
+      const size_t base = i * kNF;
+      const size_t valid = rest > base ? std::min(rest - base, kNF) : 0;
+      run[i] = hn::IfThenElseZero(
+          hn::FirstN(df, valid),
+          ApproxTerm<K, kGlobal, kLean>(x + full * kErrorSumLanes + base, v,
+                                        pa));
+    }
+    AddRuns(run, total);
+  }
+  if constexpr (kParts == 2) total[0] = hn::Add(total[0], total[1]);
+  return hn::GetLane(hn::SumOfLanes(dd, total[0]));
+}
+
+// Row sums of every candidate with ApproxPowV terms.
 template <QuantKind K, bool kGlobal, bool kLean>
 HWY_NOINLINE void ApproxRowSums(const MseJob& job,
                                 const float* HWY_RESTRICT x, int64_t n,
-                                const CandidateConsts* consts, double* sums) {
+                                const CandidateConsts* consts, double* sums,
+                                uint8_t* /*term_kinds*/) {
+  const PowArgs pa = MakePowArgs(job);
+  for (int64_t c = 0; c < job.num_candidates; ++c) {
+    sums[c] = SameAsPrevious(consts, c)
+                  ? sums[c - 1]
+                  : ApproxCandidateSum<K, kGlobal, kLean>(job, pa, x, n,
+                                                          consts[c]);
+  }
+}
+
+// Row sums of every candidate with OctavePowV terms (float32 tensors; for
+// error bounds). Each candidate's window is the 16 octaves below
+// OctaveTop(max_error); errors below it are clamped to its floor (the
+// caller's slack covers them). A candidate is summed with ApproxPowV terms
+// instead (and bounded with ApproxPowV's bound) when it has no window
+// (errors that may reach 2^127), when its errors leave the window (data
+// outside the unit's range; checked on the error bits, which also catches
+// NaN), or when the floor's slack would exceed 2^-16 of its sum.
+// Lanes sum in float32 for kApproxFloatRun blocks, then in double, as in
+// ApproxRowSums; the sum is scaled back by 2^(p (top - 127)).
+template <QuantKind K, bool kGlobal, bool kLean>
+HWY_NOINLINE void OctaveRowSums(const MseJob& job,
+                                const float* HWY_RESTRICT x, int64_t n,
+                                const CandidateConsts* consts, double* sums,
+                                uint8_t* term_kinds) {
   const DF df;
   const DD dd;
+  const hn::RebindToSigned<DF> di;
+  const simd::OctaveCoefsV<DF> coef{
+      hn::Set(df, job.octave_coef[0]), hn::Set(df, job.octave_coef[1]),
+      hn::Set(df, job.octave_coef[2]), hn::Set(df, job.octave_coef[3]),
+      hn::Set(df, job.octave_coef[4]), hn::Set(df, job.octave_coef[5])};
   const PowArgs pa = MakePowArgs(job);
   const int64_t full = n / kErrorSumLanes;
   const size_t rest = static_cast<size_t>(n % kErrorSumLanes);
   for (int64_t c = 0; c < job.num_candidates; ++c) {
+    if (SameAsPrevious(consts, c)) {
+      sums[c] = sums[c - 1];
+      term_kinds[c] |= term_kinds[c - 1];
+      continue;
+    }
+    const int top = OctaveTop(consts[c].max_error);
+    if (top < 0) {
+      sums[c] =
+          ApproxCandidateSum<K, kGlobal, kLean>(job, pa, x, n, consts[c]);
+      term_kinds[c] |= kApproxTerms;
+      continue;
+    }
     const FakeQuantVecs v{hn::Set(df, consts[c].scale),
                           hn::Set(df, consts[c].zero_point_rounded),
                           hn::Set(df, consts[c].zero_point),
                           hn::Set(df, consts[c].effective_scale),
                           hn::Set(df, job.spec.q_min),
                           hn::Set(df, job.spec.q_max)};
+    const auto table =
+        simd::LoadOctaveTableV(df, job.octave_tables + 16 * (top & 15));
+    const auto floor =
+        hn::Set(df, BitsToFloat(static_cast<uint32_t>(top - 15) << 23));
+    // Largest error bit pattern seen (errors are >= +0 or NaN).
+    auto max_bits = hn::Zero(di);
+    auto term = [&](hn::Vec<DF> e) {
+      max_bits = hn::Max(max_bits, hn::BitCast(di, e));
+      return simd::OctavePowV(df, hn::Max(e, floor), table, coef);
+    };
     hn::Vec<DD> total[kParts];
     for (size_t p = 0; p < kParts; ++p) total[p] = hn::Zero(dd);
     hn::Vec<DF> run[kVecs];
@@ -353,8 +470,11 @@ HWY_NOINLINE void ApproxRowSums(const MseJob& job,
       const int64_t b1 = std::min<int64_t>(full, b0 + kApproxFloatRun);
       for (int64_t b = b0; b < b1; ++b) {
         for (size_t i = 0; i < kVecs; ++i) {
-          run[i] = hn::Add(run[i], ApproxTerm<K, kGlobal, kLean>(
-                                       x + b * kErrorSumLanes + i * kNF, v, pa));
+          run[i] = hn::Add(
+              run[i], term(AbsError<FloatFormat::kF32, K, kGlobal, kLean>(
+                          df, hn::Load(df, x + b * kErrorSumLanes + i * kNF),
+                          v.scale, v.zp_rounded, v.zp, v.eff, v.q_min,
+                          v.q_max)));
         }
       }
       AddRuns(run, total);
@@ -363,20 +483,39 @@ HWY_NOINLINE void ApproxRowSums(const MseJob& job,
       for (size_t i = 0; i < kVecs; ++i) {
         const size_t base = i * kNF;
         const size_t valid = rest > base ? std::min(rest - base, kNF) : 0;
+        const auto mask = hn::FirstN(df, valid);
         run[i] = hn::IfThenElseZero(
-            hn::FirstN(df, valid),
-            ApproxTerm<K, kGlobal, kLean>(x + full * kErrorSumLanes + base, v,
-                                          pa));
+            mask, term(hn::IfThenElseZero(
+                      mask, AbsError<FloatFormat::kF32, K, kGlobal, kLean>(
+                                df,
+                                hn::Load(df, x + full * kErrorSumLanes + base),
+                                v.scale, v.zp_rounded, v.zp, v.eff, v.q_min,
+                                v.q_max))));
       }
       AddRuns(run, total);
     }
     if constexpr (kParts == 2) total[0] = hn::Add(total[0], total[1]);
-    sums[c] = hn::GetLane(hn::SumOfLanes(dd, total[0]));
+    const bool inside = hn::GetLane(hn::MaxOfLanes(di, max_bits)) <
+                        static_cast<int32_t>((top + 1) << 23);
+    const double scaled = hn::GetLane(hn::SumOfLanes(dd, total[0]));
+    if (!inside || static_cast<double>(n) * job.octave_floor_term >
+                       0x1p-16 * scaled) {
+      // Errors above the window (data outside the unit's range), or far
+      // below it (the floor's slack would swamp the sum).
+      sums[c] =
+          ApproxCandidateSum<K, kGlobal, kLean>(job, pa, x, n, consts[c]);
+      term_kinds[c] |= kApproxTerms;
+    } else {
+      sums[c] = scaled * job.octave_scale[top];
+      term_kinds[c] |= kWindowTerms;
+    }
   }
 }
 
+// Row sums of every candidate; OctaveRowSums also ORs into term_kinds[c]
+// which terms it used for the row (kWindowTerms, kApproxTerms).
 using RowSumsFn = void (*)(const MseJob&, const float*, int64_t,
-                           const CandidateConsts*, double*);
+                           const CandidateConsts*, double*, uint8_t*);
 
 template <FloatFormat F, QuantKind K, bool kGlobal, bool kLean>
 RowSumsFn PickPow(PowMode mode) {
@@ -392,6 +531,8 @@ RowSumsFn PickPow(PowMode mode) {
         return &CandidateRowSums<F, K, kGlobal, kLean, PowMode::kSqrt>;
       case PowMode::kApprox:
         return &ApproxRowSums<K, kGlobal, kLean>;
+      case PowMode::kOctave:
+        return &OctaveRowSums<K, kGlobal, kLean>;
       default:
         return &CandidateRowSums<F, K, kGlobal, kLean, PowMode::kGeneral>;
     }
@@ -520,7 +661,10 @@ HWY_INLINE void UnitConsts(const MseJob& job, int64_t i,
                         job.shrink_padded + c0, scale, zp, eff);
     for (int64_t k = 0; k < m; ++k) {
       consts[c0 + k] =
-          CandidateConsts{scale[k], Round<F>(zp[k]), zp[k], eff[k]};
+          CandidateConsts{scale[k], Round<F>(zp[k]), zp[k], eff[k], 0.0f};
+      consts[c0 + k].max_error =
+          MaxErrorBound(job.unit_min[i], job.unit_max[i], consts[c0 + k],
+                        job.spec, job.has_global_scale);
     }
   }
 }
@@ -562,7 +706,8 @@ template <FloatFormat F>
 HWY_INLINE void FinishUnitErrors(const MseJob& job, int64_t i,
                                  int64_t elements,
                                  const CandidateConsts* consts,
-                                 const double* total) {
+                                 const double* total,
+                                 const uint8_t* term_kinds) {
   const int64_t ncand = job.num_candidates;
   if (job.lo == nullptr) {  // (job.errors is null when bounds are asked for)
     for (int64_t c = 0; c < ncand; ++c) {
@@ -570,11 +715,28 @@ HWY_INLINE void FinishUnitErrors(const MseJob& job, int64_t i,
     }
     return;
   }
-  const bool approx = F == FloatFormat::kF32 && job.pow_mode == PowMode::kApprox;
+  const bool octave = F == FloatFormat::kF32 && job.pow_mode == PowMode::kOctave;
+  const bool approx =
+      octave || (F == FloatFormat::kF32 && job.pow_mode == PowMode::kApprox);
   const double rho = job.bound_rho + static_cast<double>(elements + 16) * 0x1p-51;
-  const double slack = static_cast<double>(elements) * job.bound_tau;
+  const double fallback_rho =
+      job.fallback_rho + static_cast<double>(elements + 16) * 0x1p-51;
+  const double n = static_cast<double>(elements);
   for (int64_t c = 0; c < ncand; ++c) {
     const double sum = total[c];
+    // An error clamped to the window's floor f is computed as about f^p
+    // where the exact term lies in [0, f^p): 2 f^p covers it.
+    // With kOctave a unit's rows may have windowed terms, ApproxPowV terms
+    // or exact ones (rows with non-finite values); the bracket covers the
+    // kinds used.
+    const int top = octave ? OctaveTop(consts[c].max_error) : -1;
+    const bool window = octave && (term_kinds[c] & kWindowTerms) != 0;
+    const bool fallback = octave && (term_kinds[c] & kApproxTerms) != 0;
+    const double slack =
+        n * (job.bound_tau +
+             (window && top >= 0 ? 2.0 * job.octave_scale[top - 15] : 0.0) +
+             (fallback ? job.fallback_tau : 0.0));
+    const double r = fallback ? std::max(rho, fallback_rho) : rho;
     float lo, hi;
     if (!approx) {
       lo = hi = FinishErrorSum<F>(sum);
@@ -582,8 +744,8 @@ HWY_INLINE void FinishUnitErrors(const MseJob& job, int64_t i,
       lo = -HUGE_VALF;
       hi = HUGE_VALF;
     } else {
-      lo = static_cast<float>((sum - slack) * (1.0 - rho));
-      hi = static_cast<float>((sum + slack) * (1.0 + rho));
+      lo = static_cast<float>((sum - slack) * (1.0 - r));
+      hi = static_cast<float>((sum + slack) * (1.0 + r));
     }
     job.lo[i * ncand + c] = lo;
     job.hi[i * ncand + c] = hi;
@@ -615,12 +777,14 @@ void MseImpl(const MseJob& job) {
     std::vector<CandidateConsts> consts;
     std::vector<double> row;
     std::vector<double> total;
+    std::vector<uint8_t> term_kinds;  // see RowSumsFn, per unit
   };
   const int64_t max_cols = std::min(g.tile_cols, g.cols);
   const int64_t buf_len =
       (max_cols + kErrorSumLanes - 1) / kErrorSumLanes * kErrorSumLanes;
   auto make_scratch = [&]() {
-    Scratch s{hwy::AllocateAligned<float>(buf_len), {}, {}, {}, {}};
+    Scratch s{hwy::AllocateAligned<float>(buf_len), {}, {}, {}, {}, {}};
+    s.term_kinds.resize(ncand);
     s.params.resize(ncand);
     s.consts.resize(ncand);
     s.row.resize(ncand);
@@ -628,15 +792,16 @@ void MseImpl(const MseJob& job) {
     return s;
   };
   // One row of listed unit i (whose constants are in s): every candidate's
-  // row sum into out[ncand].
-  auto do_row = [&](int64_t i, int64_t row_in_unit, Scratch& s, double* out) {
+  // row sum into out[ncand], term_kinds flags into term_kinds[ncand].
+  auto do_row = [&](int64_t i, int64_t row_in_unit, Scratch& s, double* out,
+                    uint8_t* term_kinds) {
     const int64_t u = job.units[i];
     const int64_t ti = u / gc, tj = u % gc;
     const int64_t r = g.row_begin(ti) + row_in_unit;
     const int64_t c0 = g.col_begin(tj), n = g.col_end(tj) - c0;
     const int64_t begin = r * g.cols + c0;
     if (LoadRow<F>(job.data, begin, n, s.buf.get())) {
-      row_sums(job, s.buf.get(), n, s.consts.data(), out);
+      row_sums(job, s.buf.get(), n, s.consts.data(), out, term_kinds);
       return;
     }
     // A row with non-finite values: the scalar reference path.
@@ -681,15 +846,17 @@ void MseImpl(const MseJob& job) {
                     const int64_t i = order[pos];
                     UnitConsts<F>(job, i, s.consts.data());
                     std::fill(s.total.begin(), s.total.end(), 0.0);
+                    std::fill(s.term_kinds.begin(), s.term_kinds.end(), 0);
                     const int64_t rows = unit_rows(i);
                     for (int64_t k = 0; k < rows; ++k) {
-                      do_row(i, k, s, s.row.data());
+                      do_row(i, k, s, s.row.data(), s.term_kinds.data());
                       for (int64_t c = 0; c < ncand; ++c) {
                         s.total[c] += s.row[c];
                       }
                     }
                     FinishUnitErrors<F>(job, i, rows * unit_cols(i),
-                                        s.consts.data(), s.total.data());
+                                        s.consts.data(), s.total.data(),
+                                        s.term_kinds.data());
                   }
                 });
     return;
@@ -702,6 +869,7 @@ void MseImpl(const MseJob& job) {
   }
   const int64_t items = start.back();
   std::vector<double> sums(static_cast<size_t>(items * ncand));
+  std::vector<uint8_t> term_kinds(static_cast<size_t>(items * ncand), 0);
   ParallelFor(items, threads,
               std::max<int64_t>(1, (int64_t{1} << 16) / row_work),
               [&](int64_t begin, int64_t end) {
@@ -715,21 +883,25 @@ void MseImpl(const MseJob& job) {
                     UnitConsts<F>(job, i, s.consts.data());
                     consts_of = i;
                   }
-                  do_row(i, item - start[i], s, sums.data() + item * ncand);
+                  do_row(i, item - start[i], s, sums.data() + item * ncand,
+                         term_kinds.data() + item * ncand);
                 }
               });
   Scratch s = make_scratch();
   for (int64_t i = 0; i < job.num_units; ++i) {
     for (int64_t c = 0; c < ncand; ++c) {
       double total = 0.0;
+      uint8_t any = 0;
       for (int64_t item = start[i]; item < start[i + 1]; ++item) {
         total += sums[item * ncand + c];
+        any |= term_kinds[item * ncand + c];
       }
+      s.term_kinds[c] = any;
       s.total[c] = total;
     }
     if (job.lo != nullptr) UnitConsts<F>(job, i, s.consts.data());
     FinishUnitErrors<F>(job, i, unit_rows(i) * unit_cols(i), s.consts.data(),
-                        s.total.data());
+                        s.total.data(), s.term_kinds.data());
   }
 }
 
@@ -767,6 +939,34 @@ void PowNormTarget(const MseJob& job, const float* a, int64_t n, float* out) {
     }
     for (size_t p = 0; p < kParts; ++p) hn::Store(t[p], dd, parts + p * kDL);
     for (int64_t k = 0; k < m; ++k) out[i + k] = static_cast<float>(parts[k]);
+  }
+}
+
+// OctavePowV of n values a >= 0 in the window below OctaveTop(max a),
+// scaled back to a^p (in double), for tests.
+void OctavePowTarget(const MseJob& job, const float* a, int64_t n,
+                     double* out) {
+  const DF df;
+  float max_a = 0.0f;
+  for (int64_t i = 0; i < n; ++i) max_a = std::max(max_a, a[i]);
+  const int top = OctaveTop(max_a);
+  const simd::OctaveCoefsV<DF> coef{
+      hn::Set(df, job.octave_coef[0]), hn::Set(df, job.octave_coef[1]),
+      hn::Set(df, job.octave_coef[2]), hn::Set(df, job.octave_coef[3]),
+      hn::Set(df, job.octave_coef[4]), hn::Set(df, job.octave_coef[5])};
+  const auto table =
+      simd::LoadOctaveTableV(df, job.octave_tables + 16 * (top & 15));
+  const auto floor =
+      hn::Set(df, BitsToFloat(static_cast<uint32_t>(top - 15) << 23));
+  HWY_ALIGN float buf[kNF];
+  for (int64_t i = 0; i < n; i += kNF) {
+    const int64_t m = LoadPadded(a, i, n, buf);
+    hn::Store(simd::OctavePowV(df, hn::Max(hn::Load(df, buf), floor), table,
+                               coef),
+              df, buf);
+    for (int64_t k = 0; k < m; ++k) {
+      out[i + k] = static_cast<double>(buf[k]) * job.octave_scale[top];
+    }
   }
 }
 
@@ -1012,6 +1212,7 @@ namespace internal_cpu {
 
 HWY_EXPORT(MseTarget);
 HWY_EXPORT(PowNormTarget);
+HWY_EXPORT(OctavePowTarget);
 HWY_EXPORT(CandidateParamsTarget);
 HWY_EXPORT(GridTarget);
 HWY_EXPORT(QuantStatsTarget);
@@ -1029,6 +1230,10 @@ void DispatchPowNorm(const MseJob& job, const float* a, int64_t n,
                      float* out) {
   HWY_DYNAMIC_DISPATCH(PowNormTarget)(job, a, n, out);
 }
+void DispatchOctavePow(const MseJob& job, const float* a, int64_t n,
+                       double* out) {
+  HWY_DYNAMIC_DISPATCH(OctavePowTarget)(job, a, n, out);
+}
 void DispatchGrid(QuantKind kind, const float* in, int64_t n, float* out) {
   HWY_DYNAMIC_DISPATCH(GridTarget)(kind, in, n, out);
 }
@@ -1041,6 +1246,71 @@ void SetApproxPow(float p, MseJob* job) {
                                             2.8853900817779268 /  // 2 / ln 2
                                             (2 * i + 1));
   }
+}
+
+void SetOctavePow(float p, OctaveConsts* out) {
+  const double pd = p;
+  for (int r = 0; r < 16; ++r) {
+    const int top = 128 + r;  // any top with top mod 16 = r
+    for (int e = top - 15; e <= top; ++e) {
+      out->tables[16 * r + (e & 15)] =
+          static_cast<float>(std::exp2(pd * (e - top)));
+    }
+  }
+  for (int e = 0; e < 256; ++e) out->scale[e] = std::exp2(pd * (e - 127));
+  out->floor_term = 2.0 * std::exp2(-15.0 * pd);
+  // The interpolant of (1 + t)^p at the Chebyshev nodes of [0, 1], by
+  // Gaussian elimination with partial pivoting on the Vandermonde system.
+  constexpr int kN = 6;
+  double a[kN][kN + 1];
+  for (int k = 0; k < kN; ++k) {
+    const double t = 0.5 + 0.5 * std::cos((2 * k + 1) * M_PI / (2 * kN));
+    double power = 1.0;
+    for (int i = 0; i < kN; ++i, power *= t) a[k][i] = power;
+    a[k][kN] = std::pow(1.0 + t, pd);
+  }
+  for (int col = 0; col < kN; ++col) {
+    int pivot = col;
+    for (int r = col + 1; r < kN; ++r) {
+      if (std::fabs(a[r][col]) > std::fabs(a[pivot][col])) pivot = r;
+    }
+    std::swap(a[col], a[pivot]);
+    for (int r = col + 1; r < kN; ++r) {
+      const double f = a[r][col] / a[col][col];
+      for (int i = col; i <= kN; ++i) a[r][i] -= f * a[col][i];
+    }
+  }
+  double c[kN];
+  for (int r = kN - 1; r >= 0; --r) {
+    double v = a[r][kN];
+    for (int i = r + 1; i < kN; ++i) v -= a[r][i] * c[i];
+    c[r] = v / a[r][r];
+  }
+  // The bound, relative to a^p (>= 1 at the top of every octave's range):
+  // - interpolation: max |d^6/dt^6 (1 + t)^p| / 6! * 2 (1/4)^6, the
+  //   derivative |p (p - 1) ... (p - 5)| (1 + t)^(p - 6) largest at t = 0
+  //   for p < 6;
+  // - the float32 coefficients: sum |c_f - c| (t <= 1), plus 1e-12 for
+  //   the solve;
+  // - Estrin's evaluation: each term c_i t^i passes at most 7 roundings,
+  //   so the error is below gamma_7 sum |c_i| t^i <= gamma_7 (P(t) + 2
+  //   sum over negative c_i of |c_i|), relative to P(t) >= 1 - the above;
+  // - the table value's rounding, the product's, and the exact term's own
+  //   rounding to float32 (3 units), and PowPositive's error (< 1e-9).
+  double derivative = 1.0;
+  for (int i = 0; i < kN; ++i) derivative *= std::fabs(pd - i);
+  const double interp = derivative / 720.0 * 2.0 / 4096.0;
+  double coef_error = 1e-12, negative = 0.0;
+  for (int i = 0; i < kN; ++i) {
+    out->coef[i] = static_cast<float>(c[i]);
+    coef_error += std::fabs(static_cast<double>(out->coef[i]) - c[i]);
+    if (out->coef[i] < 0.0f) negative -= out->coef[i];
+  }
+  constexpr double kU = 0x1p-24;
+  const double gamma7 = 7 * kU / (1 - 7 * kU);
+  const double low = 1.0 - interp - coef_error;
+  out->bound = interp + coef_error + gamma7 * (1.0 + 2.0 * negative / low) +
+               3 * kU + 1e-9;
 }
 
 namespace {
@@ -1139,12 +1409,30 @@ absl::Status RunMse(const MseRequest& request, const ExecOptions& exec,
   }
   job.shrink_padded = shrink_padded.data();
   job.lean = internal_cpu::LeanArgs(request.format, request.spec);
+  internal_cpu::OctaveConsts octave;
   if (bounds != nullptr) {
     job.lo = bounds->lo;
     job.hi = bounds->hi;
     job.keys = bounds->keys;
     if (request.format == FloatFormat::kF32 &&
-        job.pow_mode == internal_cpu::PowMode::kGeneral) {
+        job.pow_mode == internal_cpu::PowMode::kGeneral &&
+        internal_cpu::OctaveExponentOk(e)) {
+      job.pow_mode = internal_cpu::PowMode::kOctave;
+      internal_cpu::SetOctavePow(e, &octave);
+      job.octave_tables = octave.tables;
+      job.octave_scale = octave.scale;
+      job.octave_floor_term = octave.floor_term;
+      std::copy(octave.coef, octave.coef + 6, job.octave_coef);
+      job.bound_rho =
+          octave.bound + internal_cpu::kApproxFloatRun * 0x1p-24;
+      job.bound_tau = 0x1p-125;
+      // Candidates without a window use ApproxPowV.
+      internal_cpu::SetApproxPow(e, &job);
+      job.fallback_rho =
+          MseApproxPowBound(e) + internal_cpu::kApproxFloatRun * 0x1p-24;
+      job.fallback_tau = MseApproxPowTinyBound(e);
+    } else if (request.format == FloatFormat::kF32 &&
+               job.pow_mode == internal_cpu::PowMode::kGeneral) {
       job.pow_mode = internal_cpu::PowMode::kApprox;
       internal_cpu::SetApproxPow(e, &job);
       job.bound_rho =
@@ -1176,6 +1464,29 @@ double MseApproxPowBound(float exponent) {
   // (6e-8); tests/core/cpu_kernels_test.cc checks the measured error against
   // half of this.
   return 1e-6 * static_cast<double>(exponent) + 3e-6;
+}
+
+bool MseOctavePowServes(float exponent) {
+  return internal_cpu::OctaveExponentOk(exponent);
+}
+
+double MseOctavePowBound(float exponent) {
+  internal_cpu::OctaveConsts octave;
+  internal_cpu::SetOctavePow(exponent, &octave);
+  return octave.bound;
+}
+
+void SimdOctavePowForTest(const float* a, int64_t n, float exponent,
+                          double* out) {
+  internal_cpu::OctaveConsts octave;
+  internal_cpu::SetOctavePow(exponent, &octave);
+  internal_cpu::MseJob job;
+  job.norm_exponent = exponent;
+  job.pow_mode = internal_cpu::PowMode::kOctave;
+  job.octave_tables = octave.tables;
+  job.octave_scale = octave.scale;
+  std::copy(octave.coef, octave.coef + 6, job.octave_coef);
+  internal_cpu::DispatchOctavePow(job, a, n, out);
 }
 
 double MseApproxPowTinyBound(float exponent) {

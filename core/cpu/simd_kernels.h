@@ -41,15 +41,19 @@ absl::Status SimdMseErrors(const MseRequest& request, const ExecOptions& exec,
                            float* errors);
 
 // SimdMseErrorBounds is the CPU backend's BackendOps::mse_error_bounds. For
-// float32 tensors with a general exponent the error terms are computed with
-// ApproxPowV (float32 log2 / exp2 polynomials, several times cheaper than
-// the exact double-precision PowPositive) and each unit's sum S becomes
+// float32 tensors with a general exponent the error terms are approximated
+// in float32 (several times cheaper than the exact double-precision
+// PowPositive): with OctavePowV for exponents 1.5 <= p < 4.5 (the default
+// 2.4 included), else ApproxPowV. Each unit's sum S becomes
 // [(S - n tau)(1 - rho), (S + n tau)(1 + rho)] for its n elements, with
-// rho = MseApproxPowBound(exponent) + 2^-20 (float32 partial sums of up to
-// 16 terms) + (n + 16) 2^-51 (the double sums' rounding) and
-// tau = MseApproxPowTinyBound(exponent); in every other case
-// lo = hi = the exact error. Keys are the candidate's scale and zero-point
-// bits.
+// rho = the approximation's bound (MseOctavePowBound or MseApproxPowBound)
+// + 2^-20 (float32 partial sums of up to 16 terms) + (n + 16) 2^-51 (the
+// double sums' rounding); tau = 2^-125 plus, with OctavePowV, twice the
+// power of the candidate's window floor (for the errors clamped to it), or
+// MseApproxPowTinyBound(exponent). A candidate without a window (errors
+// that may reach 2^127) or with a NaN or infinite sum gets [-inf, +inf].
+// In every other case lo = hi = the exact error. Keys are the candidate's
+// scale and zero-point bits.
 absl::Status SimdMseErrorBounds(const MseRequest& request,
                                 const ExecOptions& exec,
                                 const MseBoundsOutput& out);
@@ -60,6 +64,22 @@ double MseApproxPowBound(float exponent);
 
 // MseApproxPowTinyBound bounds the absolute error of ApproxPowV below that.
 double MseApproxPowTinyBound(float exponent);
+
+// MseOctavePowServes says whether the bounds use OctavePowV for an
+// exponent (1.5 <= p < 4.5).
+bool MseOctavePowServes(float exponent);
+
+// MseOctavePowBound bounds OctavePowV's relative error (scaled back)
+// against PowNorm<kF32> for an exponent p with 1.5 <= p < 4.5, for inputs
+// inside its window whose result is above 2^-126 (see SetOctavePow in
+// core/cpu/mse_kernels.cc for its parts).
+double MseOctavePowBound(float exponent);
+
+// SimdOctavePowForTest writes OctavePowV(a[i]) scaled back to a[i]^p (in
+// double) on the active target, with the window below the largest a[i]
+// (values below the window's floor give the floor's power), for tests.
+void SimdOctavePowForTest(const float* a, int64_t n, float exponent,
+                          double* out);
 
 // SimdApproxPowForTest writes ApproxPowV(a[i]) for the exponent on the
 // active target, for tests.

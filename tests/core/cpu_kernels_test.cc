@@ -650,6 +650,61 @@ TEST(CpuKernelsTest, ApproxPowIsWithinItsBoundOnEveryTarget) {
   }
 }
 
+// OctavePowV against PowNorm within its bound: every float in [1, 2) (all
+// 2^23 mantissas for the default exponent 2.4, every 7th for the others)
+// at the bottom of a window of 16 octaves, a sweep of the other 15
+// octaves, and values below the window (which must stay below the
+// caller's slack, twice the floor's power); bit-identical across targets.
+TEST(CpuKernelsTest, OctavePowIsWithinItsBoundOnEveryTarget) {
+  for (float p : {2.4f, 1.5f, 3.7f, 4.49f}) {
+    ASSERT_TRUE(MseOctavePowServes(p));
+    std::vector<float> a;
+    for (uint32_t bits = 0x3F800000u; bits < 0x40000000u;
+         bits += p == 2.4f ? 1 : 7) {
+      a.push_back(BitsToFloat(bits));
+    }
+    for (uint32_t bits = 0x40000000u; bits < 0x47800000u; bits += 997) {
+      a.push_back(BitsToFloat(bits));  // [2, 2^16): the window's top is 2^15
+    }
+    const size_t in_window = a.size();
+    for (float v : {0.0f, 1e-30f, 0.5f, 0.99999994f}) a.push_back(v);
+    const int64_t n = static_cast<int64_t>(a.size());
+    std::vector<float> want(n);
+    SimdPowNormForTest(FloatFormat::kF32, a.data(), n, p, want.data());
+    const double rho = MseOctavePowBound(p);
+    double worst = 0.0;
+    std::vector<double> first;
+    for (int64_t target : SimdTargets()) {
+      ScopedSimdTarget scoped(target);
+      std::vector<double> got(n);
+      SimdOctavePowForTest(a.data(), n, p, got.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const double w = want[i], g = got[i];
+        bool ok;
+        if (static_cast<size_t>(i) < in_window) {
+          const double rel = std::fabs(g - w) / w;
+          worst = std::max(worst, rel);
+          ok = rel <= rho;
+        } else {
+          ok = g >= 0.0 && g <= 2.0 && w < 1.0;  // the floor is 1: 1^p = 1
+        }
+        ASSERT_TRUE(ok) << SimdTargetName(target) << " " << a[i] << "^" << p
+                        << ": " << g << " vs " << w;
+      }
+      if (first.empty()) {
+        first = got;
+      } else {
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(got[i], first[i]) << a[i];
+      }
+    }
+    std::printf("OctavePowV, p = %g: largest relative error %.3g (bound %.3g)\n",
+                p, worst, rho);
+    // The bound is not vacuous: within eight times the worst error seen.
+    EXPECT_LE(rho, 8.0 * worst);
+  }
+  for (float p : {1.4f, 4.5f, 17.0f}) EXPECT_FALSE(MseOctavePowServes(p));
+}
+
 // The vector grid roundings against RoundToQuantGrid: a sweep of the float
 // range (every 1021st bit pattern, both signs) and the few floats around
 // every fp4 table boundary and around every e4m3 value.

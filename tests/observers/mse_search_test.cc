@@ -333,7 +333,12 @@ TEST(MseSearchTest, SearchOnBoundsEqualsSearchOnExactErrors) {
       // Scales clamped to eps: equal keys settle every decision.
       {"tiny_int4_group16", int4, 8, 64, 1, 16, false, 1e-17f, 2.4, 0},
       {"tiny_nvfp4", fp4, 8, 64, 1, 16, true, 1e-20f, 2.4, 1},
-      {"huge_int4_asym_group16", int4_asym, 6, 64, 1, 16, false, 1e30f, 2.4, 1},
+      // Terms above float32's range (huge: each term; overflow: the errors
+      // themselves are +inf) are decided on brackets too: the windowed
+      // terms are scaled back in double.
+      {"huge_int4_asym_group16", int4_asym, 6, 64, 1, 16, false, 1e30f, 2.4, 0},
+      {"overflow_int4_asym_group16", int4_asym, 6, 64, 1, 16, false, 5e37f, 2.4,
+       0},
       {"norm1000_int8_channel", int8, 8, 64, 1, 64, false, 0.5f, 1000.0, 1},
       {"zeros_int8_channel", int8, 4, 40, 1, 40, false, 0.0f, 2.4, 0},
   };
