@@ -153,8 +153,12 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
     for (int64_t step = from; step < count; ++step) {
       const Decision d = decide(u, j * count + step, first + step);
       if (d == Decision::kOpen) return step;
-      if (d == Decision::kImproved) {
-        improved[k * count + step].store(1, std::memory_order_relaxed);
+      // Set once: a load first keeps the flag's cache line shared between
+      // the threads instead of bouncing it on every improvement.
+      std::atomic<uint8_t>& flag = improved[k * count + step];
+      if (d == Decision::kImproved &&
+          flag.load(std::memory_order_relaxed) == 0) {
+        flag.store(1, std::memory_order_relaxed);
       }
     }
     return count;

@@ -29,8 +29,8 @@ struct MinMaxJob {
 // CandidateConsts are one (unit, candidate)'s fake-quantization constants
 // (from CandidateParams<F>): the scale, the zero point rounded to the
 // observed format and as stored, and the effective scale under a global
-// scale; and a bound on the unit's error magnitudes |fq - x| under them
-// (see MaxErrorBound).
+// scale; and, with pow_mode kOctave, a bound on the unit's error
+// magnitudes |fq - x| under them (see MaxErrorBoundV in mse_kernels.cc).
 struct CandidateConsts {
   float scale;
   float zero_point_rounded;
@@ -38,36 +38,6 @@ struct CandidateConsts {
   float effective_scale;
   float max_error;
 };
-
-// MaxErrorBound bounds every computed |fake_quantize(x) - x| of a unit whose
-// values lie in [x_min, x_max] under the candidate constants c. The
-// dequantized value is (q - z) s (z the zero point, s the scale or, under
-// a global scale, the effective scale) with q a grid value in
-// [q_min, q_max]: x inside [(q_min - z) s, (q_max - z) s] is at most half
-// the grid's widest step from one (1/2 for integers, 1 for fp4, 16 for
-// e4m3), x outside it at most its distance to the nearer end. The
-// roundings of x / s, q s and the difference add at most
-// 3 2^-24 (|x| + Q s), Q = max(|q_min - z|, |q_max - z|); 2^-21 covers
-// them, and the factor 1 + 2^-20 the bound's own rounding. +inf when a
-// dequantized value may reach 2^127 (where q s may overflow to infinity),
-// NaN for NaN constants.
-inline float MaxErrorBound(float x_min, float x_max, const CandidateConsts& c,
-                           const QuantSpec& spec, bool has_global_scale) {
-  const double z = has_global_scale ? c.zero_point : c.zero_point_rounded;
-  const double s =
-      std::fabs(has_global_scale ? c.effective_scale : c.scale);
-  const double half_step = spec.kind == QuantKind::kFp8   ? 16.0
-                           : spec.kind == QuantKind::kFp4 ? 1.0
-                                                          : 0.5;
-  const double top = (spec.q_max - z) * s, bottom = (spec.q_min - z) * s;
-  const double lo = x_min, hi = x_max;
-  const double inside = std::max({half_step * s, hi - top, bottom - lo, 0.0});
-  const double a = std::max(std::fabs(lo), std::fabs(hi));
-  const double q = std::max(std::fabs(spec.q_min - z), std::fabs(spec.q_max - z));
-  // A dequantized value near the float32 limit may round to infinity.
-  if (q * s >= 0x1p127) return HUGE_VALF;
-  return static_cast<float>((inside + 0x1p-21 * (a + q * s)) * (1.0 + 0x1p-20));
-}
 
 // OctaveTop is the biased exponent of the top octave of OctavePowV's window
 // for errors bounded by max_error (at least 16, so that the window's 16

@@ -27,6 +27,8 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "core/cpu/kernel_jobs.h"
@@ -66,6 +68,18 @@ using DFP = hn::Half<DF>;
 constexpr size_t kDL = kNF / kParts;
 constexpr size_t kAccs = kVecs * kParts;
 using DD = hn::Rebind<double, DFP>;
+
+// Calls fn(std::integral_constant<size_t, i>()) for i = 0 .. N - 1, unrolled:
+// vector accumulators indexed by a loop GCC leaves rolled live in memory,
+// and the store-to-load latency then bounds the loop.
+template <class Fn, size_t... kI>
+HWY_INLINE void UnrollImpl(Fn&& fn, std::index_sequence<kI...>) {
+  (fn(std::integral_constant<size_t, kI>()), ...);
+}
+template <size_t kN, class Fn>
+HWY_INLINE void Unroll(Fn&& fn) {
+  UnrollImpl(fn, std::make_index_sequence<kN>());
+}
 
 // Part kPart of a float vector (see kParts).
 template <size_t kPart>
@@ -241,13 +255,13 @@ HWY_INLINE void AccumulateBlock(const float* HWY_RESTRICT x, size_t valid,
   const auto zp_rounded = hn::Set(df, c.zero_point_rounded);
   const auto zp = hn::Set(df, c.zero_point);
   const auto eff = hn::Set(df, c.effective_scale);
-  for (size_t i = 0; i < kVecs; ++i) {
+  Unroll<kVecs>([&](auto i) {
     const auto xv = hn::Load(df, x + i * kNF);
     const auto e = AbsError<F, K, kGlobal, kLean>(df, xv, scale, zp_rounded,
                                                   zp, eff, q_min, q_max);
     hn::Vec<DD> t[kParts];
     Terms<F, kPow>(e, pa, t);
-    for (size_t p = 0; p < kParts; ++p) {
+    Unroll<kParts>([&](auto p) {
       if constexpr (kMasked) {
         const size_t base = i * kNF + p * kDL;
         const size_t n = valid > base ? std::min(valid - base, kDL) : 0;
@@ -256,8 +270,8 @@ HWY_INLINE void AccumulateBlock(const float* HWY_RESTRICT x, size_t valid,
       // Adding a masked-out +0.0 leaves an accumulator unchanged (they
       // start at +0.0 and only grow), so this is exactly "skip the lane".
       acc[kParts * i + p] = hn::Add(acc[kParts * i + p], t[p]);
-    }
-  }
+    });
+  });
 }
 
 // Whether candidate c has the previous candidate's constants (bit for bit):
@@ -294,7 +308,7 @@ HWY_NOINLINE void CandidateRowSums(const MseJob& job,
       continue;
     }
     hn::Vec<DD> acc[kAccs];
-    for (size_t a = 0; a < kAccs; ++a) acc[a] = hn::Zero(dd);
+    Unroll<kAccs>([&](auto a) { acc[a] = hn::Zero(dd); });
     for (int64_t b = 0; b < full; ++b) {
       AccumulateBlock<F, K, kGlobal, kLean, kPow, false>(
           x + b * kErrorSumLanes, kErrorSumLanes, consts[c], q_min, q_max, pa,
@@ -304,9 +318,7 @@ HWY_NOINLINE void CandidateRowSums(const MseJob& job,
       AccumulateBlock<F, K, kGlobal, kLean, kPow, true>(
           x + full * kErrorSumLanes, rest, consts[c], q_min, q_max, pa, acc);
     }
-    for (size_t a = 0; a < kAccs; ++a) {
-      hn::Store(acc[a], dd, lanes + a * kDL);
-    }
+    Unroll<kAccs>([&](auto a) { hn::Store(acc[a], dd, lanes + a * kDL); });
     double sum = 0.0;
     for (int l = 0; l < kErrorSumLanes; ++l) sum += lanes[l];
     sums[c] = sum;
@@ -334,12 +346,12 @@ HWY_INLINE hn::Vec<DF> ApproxTerm(const float* HWY_RESTRICT at,
 // Adds float32 partial sums into the double totals, part by part.
 HWY_INLINE void AddRuns(const hn::Vec<DF>* run, hn::Vec<DD>* total) {
   const DD dd;
-  for (size_t i = 0; i < kVecs; ++i) {
+  Unroll<kVecs>([&](auto i) {
     total[0] = hn::Add(total[0], hn::PromoteTo(dd, Part<0>(run[i])));
     if constexpr (kParts == 2) {
       total[1] = hn::Add(total[1], hn::PromoteTo(dd, Part<1>(run[i])));
     }
-  }
+  });
 }
 
 // Kinds of error terms a row's sums used (OctaveRowSums).
@@ -368,25 +380,25 @@ HWY_INLINE double ApproxCandidateSum(const MseJob& job, const PowArgs& pa,
   for (size_t p = 0; p < kParts; ++p) total[p] = hn::Zero(dd);
   hn::Vec<DF> run[kVecs];
   for (int64_t b0 = 0; b0 < full; b0 += kApproxFloatRun) {
-    for (size_t i = 0; i < kVecs; ++i) run[i] = hn::Zero(df);
+    Unroll<kVecs>([&](auto i) { run[i] = hn::Zero(df); });
     const int64_t b1 = std::min<int64_t>(full, b0 + kApproxFloatRun);
     for (int64_t b = b0; b < b1; ++b) {
-      for (size_t i = 0; i < kVecs; ++i) {
+      Unroll<kVecs>([&](auto i) {
         run[i] = hn::Add(run[i], ApproxTerm<K, kGlobal, kLean>(
                                      x + b * kErrorSumLanes + i * kNF, v, pa));
-      }
+      });
     }
     AddRuns(run, total);
   }
   if (rest != 0) {
-    for (size_t i = 0; i < kVecs; ++i) {
+    Unroll<kVecs>([&](auto i) {
       const size_t base = i * kNF;
       const size_t valid = rest > base ? std::min(rest - base, kNF) : 0;
       run[i] = hn::IfThenElseZero(
           hn::FirstN(df, valid),
           ApproxTerm<K, kGlobal, kLean>(x + full * kErrorSumLanes + base, v,
                                         pa));
-    }
+    });
     AddRuns(run, total);
   }
   if constexpr (kParts == 2) total[0] = hn::Add(total[0], total[1]);
@@ -466,21 +478,21 @@ HWY_NOINLINE void OctaveRowSums(const MseJob& job,
     for (size_t p = 0; p < kParts; ++p) total[p] = hn::Zero(dd);
     hn::Vec<DF> run[kVecs];
     for (int64_t b0 = 0; b0 < full; b0 += kApproxFloatRun) {
-      for (size_t i = 0; i < kVecs; ++i) run[i] = hn::Zero(df);
+      Unroll<kVecs>([&](auto i) { run[i] = hn::Zero(df); });
       const int64_t b1 = std::min<int64_t>(full, b0 + kApproxFloatRun);
       for (int64_t b = b0; b < b1; ++b) {
-        for (size_t i = 0; i < kVecs; ++i) {
+        Unroll<kVecs>([&](auto i) {
           run[i] = hn::Add(
               run[i], term(AbsError<FloatFormat::kF32, K, kGlobal, kLean>(
                           df, hn::Load(df, x + b * kErrorSumLanes + i * kNF),
                           v.scale, v.zp_rounded, v.zp, v.eff, v.q_min,
                           v.q_max)));
-        }
+        });
       }
       AddRuns(run, total);
     }
     if (rest != 0) {
-      for (size_t i = 0; i < kVecs; ++i) {
+      Unroll<kVecs>([&](auto i) {
         const size_t base = i * kNF;
         const size_t valid = rest > base ? std::min(rest - base, kNF) : 0;
         const auto mask = hn::FirstN(df, valid);
@@ -491,7 +503,7 @@ HWY_NOINLINE void OctaveRowSums(const MseJob& job,
                                 hn::Load(df, x + full * kErrorSumLanes + base),
                                 v.scale, v.zp_rounded, v.zp, v.eff, v.q_min,
                                 v.q_max))));
-      }
+      });
       AddRuns(run, total);
     }
     if constexpr (kParts == 2) total[0] = hn::Add(total[0], total[1]);
@@ -594,6 +606,45 @@ HWY_INLINE hn::Vec<DF> ZeroPointToIntV(hn::Vec<DF> x, ZeroPointKind kind) {
   return hn::ConvertTo(df, v);
 }
 
+// A bound on every computed |fake_quantize(x) - x| of a unit whose values
+// lie in [x_min, x_max], per candidate lane (z its zero point as the
+// dequantization subtracts it, s its scale or effective scale; +-inf or
+// NaN where no bound: see OctaveTop). The dequantized value is (q - z) s
+// with q a grid value in [q_min, q_max]: x inside [(q_min - z) s,
+// (q_max - z) s] is at most half the grid's widest step from one (1/2 for
+// integers, 1 for fp4, 16 for e4m3), x outside it at most its distance to
+// the nearer end. The roundings of x / s, q s and the difference add at
+// most 3 2^-24 (|x| + Q s), Q = max(|q_min - z|, |q_max - z|), the float32
+// evaluation here a few 2^-24 of each part: the slack 2^-20 (a + Q s) and
+// the factor 1 + 2^-18 cover both. A dequantized value that may reach 2^127
+// (q s can overflow to infinity) gives +inf.
+HWY_INLINE hn::Vec<DF> MaxErrorBoundV(const MseJob& job, float x_min,
+                                      float x_max, hn::Vec<DF> z,
+                                      hn::Vec<DF> s) {
+  const DF df;
+  const QuantSpec& spec = job.spec;
+  s = hn::Abs(s);
+  const float half_step = spec.kind == QuantKind::kFp8   ? 16.0f
+                          : spec.kind == QuantKind::kFp4 ? 1.0f
+                                                         : 0.5f;
+  const auto hi_q = hn::Sub(hn::Set(df, spec.q_max), z);
+  const auto lo_q = hn::Sub(hn::Set(df, spec.q_min), z);
+  const auto top = hn::Mul(hi_q, s), bottom = hn::Mul(lo_q, s);
+  const auto inside = MaxFV(
+      MaxFV(hn::Mul(hn::Set(df, half_step), s),
+            hn::Sub(hn::Set(df, x_max), top)),
+      MaxFV(hn::Sub(bottom, hn::Set(df, x_min)), hn::Zero(df)));
+  const auto a = hn::Set(df, std::max(std::fabs(x_min), std::fabs(x_max)));
+  const auto qs = hn::Mul(MaxFV(hn::Abs(hi_q), hn::Abs(lo_q)), s);
+  const auto bound = hn::Mul(
+      hn::Add(inside, hn::Mul(hn::Add(a, qs), hn::Set(df, 0x1p-20f))),
+      hn::Set(df, 1.0f + 0x1p-18f));
+  // !(qs < 2^127) also turns NaN constants into +inf. (qs is the kernel's
+  // largest |q - z| s, rounded the same way.)
+  return hn::IfThenElse(hn::Lt(qs, hn::Set(df, 0x1p127f)), bound,
+                        hn::Set(df, HUGE_VALF));
+}
+
 // CandidateParams<F> (then the kernel's constants) of one unit with absolute
 // range [a, b] for Lanes(DF) shrink factors at once, lane by lane the bits of
 // the scalar ComputeQParams<F> / MakeFakeQuantParams (inputs are finite).
@@ -602,7 +653,8 @@ HWY_INLINE void CandidateConstsV(const MseJob& job, float a, float b,
                                  const float* HWY_RESTRICT shrink,
                                  float* HWY_RESTRICT scale,
                                  float* HWY_RESTRICT zero_point,
-                                 float* HWY_RESTRICT effective) {
+                                 float* HWY_RESTRICT effective,
+                                 float* HWY_RESTRICT max_error) {
   const DF df;
   const QuantSpec& spec = job.spec;
   const auto p = hn::LoadU(df, shrink);
@@ -643,9 +695,16 @@ HWY_INLINE void CandidateConstsV(const MseJob& job, float a, float b,
       zp = ZeroPointToIntV(simd::RoundV<F>(df, hn::Round(zp)), spec.zp_kind);
     }
   }
+  const auto eff = job.has_global_scale ? hn::Div(s, g) : s;
   hn::StoreU(s, df, scale);
   hn::StoreU(zp, df, zero_point);
-  hn::StoreU(job.has_global_scale ? hn::Div(s, g) : s, df, effective);
+  hn::StoreU(eff, df, effective);
+  if (job.pow_mode == PowMode::kOctave) {
+    hn::StoreU(MaxErrorBoundV(job, a, b,
+                              job.has_global_scale ? zp : simd::RoundV<F>(df, zp),
+                              job.has_global_scale ? eff : s),
+               df, max_error);
+  }
 }
 
 // The kernel constants of listed unit i for every candidate.
@@ -654,17 +713,14 @@ HWY_INLINE void UnitConsts(const MseJob& job, int64_t i,
                            CandidateConsts* consts) {
   const int64_t n = job.num_candidates;
   static_assert(kShrinkPad % kNF == 0, "padding must cover whole vectors");
-  HWY_ALIGN float scale[kNF], zp[kNF], eff[kNF];
+  HWY_ALIGN float scale[kNF], zp[kNF], eff[kNF], max_error[kNF] = {};
   for (int64_t c0 = 0; c0 < n; c0 += kNF) {
     const int64_t m = std::min<int64_t>(kNF, n - c0);
     CandidateConstsV<F>(job, job.unit_min[i], job.unit_max[i],
-                        job.shrink_padded + c0, scale, zp, eff);
+                        job.shrink_padded + c0, scale, zp, eff, max_error);
     for (int64_t k = 0; k < m; ++k) {
-      consts[c0 + k] =
-          CandidateConsts{scale[k], Round<F>(zp[k]), zp[k], eff[k], 0.0f};
-      consts[c0 + k].max_error =
-          MaxErrorBound(job.unit_min[i], job.unit_max[i], consts[c0 + k],
-                        job.spec, job.has_global_scale);
+      consts[c0 + k] = CandidateConsts{scale[k], Round<F>(zp[k]), zp[k],
+                                       eff[k], max_error[k]};
     }
   }
 }
@@ -723,6 +779,14 @@ HWY_INLINE void FinishUnitErrors(const MseJob& job, int64_t i,
       job.fallback_rho + static_cast<double>(elements + 16) * 0x1p-51;
   const double n = static_cast<double>(elements);
   for (int64_t c = 0; c < ncand; ++c) {
+    const int64_t k = i * ncand + c;
+    if (SameAsPrevious(consts, c) && term_kinds[c] == term_kinds[c - 1] &&
+        total[c] == total[c - 1]) {
+      job.lo[k] = job.lo[k - 1];  // the same bracket and key
+      job.hi[k] = job.hi[k - 1];
+      job.keys[k] = job.keys[k - 1];
+      continue;
+    }
     const double sum = total[c];
     // An error clamped to the window's floor f is computed as about f^p
     // where the exact term lies in [0, f^p): 2 f^p covers it.
@@ -747,11 +811,10 @@ HWY_INLINE void FinishUnitErrors(const MseJob& job, int64_t i,
       lo = static_cast<float>((sum - slack) * (1.0 - r));
       hi = static_cast<float>((sum + slack) * (1.0 + r));
     }
-    job.lo[i * ncand + c] = lo;
-    job.hi[i * ncand + c] = hi;
-    job.keys[i * ncand + c] =
-        (uint64_t{FloatToBits(consts[c].scale)} << 32) |
-        FloatToBits(consts[c].zero_point);
+    job.lo[k] = lo;
+    job.hi[k] = hi;
+    job.keys[k] = (uint64_t{FloatToBits(consts[c].scale)} << 32) |
+                  FloatToBits(consts[c].zero_point);
   }
 }
 
