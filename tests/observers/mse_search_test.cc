@@ -364,8 +364,11 @@ TEST(MseSearchTest, SearchOnBoundsEqualsSearchOnExactErrors) {
         std::printf("%s, %d threads: exact errors of %lld units\n",
                     c.name.c_str(), threads,
                     static_cast<long long>(exact_units_asked.load()));
-        if (c.expect_exact == 0) EXPECT_EQ(exact_units_asked.load(), 0);
-        if (c.expect_exact == 1) EXPECT_GT(exact_units_asked.load(), 0);
+        if (c.expect_exact == 0) {
+          EXPECT_EQ(exact_units_asked.load(), 0);
+        } else if (c.expect_exact == 1) {
+          EXPECT_GT(exact_units_asked.load(), 0);
+        }
       }
     }
   }
