@@ -330,19 +330,6 @@ struct FakeQuantVecs {
   hn::Vec<DF> scale, zp_rounded, zp, eff, q_min, q_max;
 };
 
-// ApproxPowV of the error magnitudes of the float32 vector at `at`.
-template <QuantKind K, bool kGlobal, bool kLean>
-HWY_INLINE hn::Vec<DF> ApproxTerm(const float* HWY_RESTRICT at,
-                                  const FakeQuantVecs& v, const PowArgs& pa) {
-  const DF df;
-  return simd::ApproxPowV(
-      df,
-      AbsError<FloatFormat::kF32, K, kGlobal, kLean>(
-          df, hn::Load(df, at), v.scale, v.zp_rounded, v.zp, v.eff, v.q_min,
-          v.q_max),
-      pa.approx);
-}
-
 // Adds float32 partial sums into the double totals, part by part.
 HWY_INLINE void AddRuns(const hn::Vec<DF>* run, hn::Vec<DD>* total) {
   const DD dd;
@@ -358,24 +345,36 @@ HWY_INLINE void AddRuns(const hn::Vec<DF>* run, hn::Vec<DD>* total) {
 constexpr uint8_t kWindowTerms = 1;  // OctavePowV
 constexpr uint8_t kApproxTerms = 2;  // ApproxPowV
 
-// One candidate's row sum with ApproxPowV terms (float32 tensors; for error
-// bounds). Any order will do, the bound covers it: each lane sums its terms
-// in float32 for kApproxFloatRun blocks (the bound's kApproxFloatRun
-// 2^-24), then adds them into double; no canonical lanes.
-template <QuantKind K, bool kGlobal, bool kLean>
-HWY_INLINE double ApproxCandidateSum(const MseJob& job, const PowArgs& pa,
-                                     const float* HWY_RESTRICT x, int64_t n,
-                                     const CandidateConsts& cc) {
+// One candidate's constants as vectors.
+HWY_INLINE FakeQuantVecs MakeFakeQuantVecs(const MseJob& job,
+                                           const CandidateConsts& cc) {
+  const DF df;
+  return FakeQuantVecs{hn::Set(df, cc.scale),
+                       hn::Set(df, cc.zero_point_rounded),
+                       hn::Set(df, cc.zero_point),
+                       hn::Set(df, cc.effective_scale),
+                       hn::Set(df, job.spec.q_min),
+                       hn::Set(df, job.spec.q_max)};
+}
+
+// The sum over a row (n values at x, all finite) of term(|fq - x|) for one
+// candidate's constants v, for the error bounds: any order will do, the
+// bound covers it. Each lane sums its terms in float32 for kApproxFloatRun
+// blocks (the bound's kApproxFloatRun 2^-24), then adds them into double;
+// no canonical lanes. The last block's missing lanes get an error of 0
+// and no term.
+template <QuantKind K, bool kGlobal, bool kLean, class Term>
+HWY_INLINE double FloatRunSum(const float* HWY_RESTRICT x, int64_t n,
+                              const FakeQuantVecs& v, Term term) {
   const DF df;
   const DD dd;
+  auto error = [&](const float* at) {
+    return AbsError<FloatFormat::kF32, K, kGlobal, kLean>(
+        df, hn::Load(df, at), v.scale, v.zp_rounded, v.zp, v.eff, v.q_min,
+        v.q_max);
+  };
   const int64_t full = n / kErrorSumLanes;
   const size_t rest = static_cast<size_t>(n % kErrorSumLanes);
-  const FakeQuantVecs v{hn::Set(df, cc.scale),
-                        hn::Set(df, cc.zero_point_rounded),
-                        hn::Set(df, cc.zero_point),
-                        hn::Set(df, cc.effective_scale),
-                        hn::Set(df, job.spec.q_min),
-                        hn::Set(df, job.spec.q_max)};
   hn::Vec<DD> total[kParts];
   for (size_t p = 0; p < kParts; ++p) total[p] = hn::Zero(dd);
   hn::Vec<DF> run[kVecs];
@@ -384,8 +383,7 @@ HWY_INLINE double ApproxCandidateSum(const MseJob& job, const PowArgs& pa,
     const int64_t b1 = std::min<int64_t>(full, b0 + kApproxFloatRun);
     for (int64_t b = b0; b < b1; ++b) {
       Unroll<kVecs>([&](auto i) {
-        run[i] = hn::Add(run[i], ApproxTerm<K, kGlobal, kLean>(
-                                     x + b * kErrorSumLanes + i * kNF, v, pa));
+        run[i] = hn::Add(run[i], term(error(x + b * kErrorSumLanes + i * kNF)));
       });
     }
     AddRuns(run, total);
@@ -394,15 +392,27 @@ HWY_INLINE double ApproxCandidateSum(const MseJob& job, const PowArgs& pa,
     Unroll<kVecs>([&](auto i) {
       const size_t base = i * kNF;
       const size_t valid = rest > base ? std::min(rest - base, kNF) : 0;
+      const auto mask = hn::FirstN(df, valid);
       run[i] = hn::IfThenElseZero(
-          hn::FirstN(df, valid),
-          ApproxTerm<K, kGlobal, kLean>(x + full * kErrorSumLanes + base, v,
-                                        pa));
+          mask, term(hn::IfThenElseZero(
+                    mask, error(x + full * kErrorSumLanes + base))));
     });
     AddRuns(run, total);
   }
   if constexpr (kParts == 2) total[0] = hn::Add(total[0], total[1]);
   return hn::GetLane(hn::SumOfLanes(dd, total[0]));
+}
+
+// One candidate's row sum with ApproxPowV terms (float32 tensors; for error
+// bounds).
+template <QuantKind K, bool kGlobal, bool kLean>
+HWY_INLINE double ApproxCandidateSum(const MseJob& job, const PowArgs& pa,
+                                     const float* HWY_RESTRICT x, int64_t n,
+                                     const CandidateConsts& cc) {
+  const DF df;
+  return FloatRunSum<K, kGlobal, kLean>(
+      x, n, MakeFakeQuantVecs(job, cc),
+      [&](hn::Vec<DF> e) { return simd::ApproxPowV(df, e, pa.approx); });
 }
 
 // Row sums of every candidate with ApproxPowV terms.
@@ -428,23 +438,19 @@ HWY_NOINLINE void ApproxRowSums(const MseJob& job,
 // (errors that may reach 2^127), when its errors leave the window (data
 // outside the unit's range; checked on the error bits, which also catches
 // NaN), or when the floor's slack would exceed 2^-16 of its sum.
-// Lanes sum in float32 for kApproxFloatRun blocks, then in double, as in
-// ApproxRowSums; the sum is scaled back by 2^(p (top - 127)).
+// The sum (FloatRunSum) is scaled back by 2^(p (top - 127)).
 template <QuantKind K, bool kGlobal, bool kLean>
 HWY_NOINLINE void OctaveRowSums(const MseJob& job,
                                 const float* HWY_RESTRICT x, int64_t n,
                                 const CandidateConsts* consts, double* sums,
                                 uint8_t* term_kinds) {
   const DF df;
-  const DD dd;
   const hn::RebindToSigned<DF> di;
   const simd::OctaveCoefsV<DF> coef{
       hn::Set(df, job.octave_coef[0]), hn::Set(df, job.octave_coef[1]),
       hn::Set(df, job.octave_coef[2]), hn::Set(df, job.octave_coef[3]),
       hn::Set(df, job.octave_coef[4]), hn::Set(df, job.octave_coef[5])};
   const PowArgs pa = MakePowArgs(job);
-  const int64_t full = n / kErrorSumLanes;
-  const size_t rest = static_cast<size_t>(n % kErrorSumLanes);
   for (int64_t c = 0; c < job.num_candidates; ++c) {
     if (SameAsPrevious(consts, c)) {
       sums[c] = sums[c - 1];
@@ -458,58 +464,19 @@ HWY_NOINLINE void OctaveRowSums(const MseJob& job,
       term_kinds[c] |= kApproxTerms;
       continue;
     }
-    const FakeQuantVecs v{hn::Set(df, consts[c].scale),
-                          hn::Set(df, consts[c].zero_point_rounded),
-                          hn::Set(df, consts[c].zero_point),
-                          hn::Set(df, consts[c].effective_scale),
-                          hn::Set(df, job.spec.q_min),
-                          hn::Set(df, job.spec.q_max)};
     const auto table =
         simd::LoadOctaveTableV(df, job.octave_tables + 16 * (top & 15));
     const auto floor =
         hn::Set(df, BitsToFloat(static_cast<uint32_t>(top - 15) << 23));
     // Largest error bit pattern seen (errors are >= +0 or NaN).
     auto max_bits = hn::Zero(di);
-    auto term = [&](hn::Vec<DF> e) {
-      max_bits = hn::Max(max_bits, hn::BitCast(di, e));
-      return simd::OctavePowV(df, hn::Max(e, floor), table, coef);
-    };
-    hn::Vec<DD> total[kParts];
-    for (size_t p = 0; p < kParts; ++p) total[p] = hn::Zero(dd);
-    hn::Vec<DF> run[kVecs];
-    for (int64_t b0 = 0; b0 < full; b0 += kApproxFloatRun) {
-      Unroll<kVecs>([&](auto i) { run[i] = hn::Zero(df); });
-      const int64_t b1 = std::min<int64_t>(full, b0 + kApproxFloatRun);
-      for (int64_t b = b0; b < b1; ++b) {
-        Unroll<kVecs>([&](auto i) {
-          run[i] = hn::Add(
-              run[i], term(AbsError<FloatFormat::kF32, K, kGlobal, kLean>(
-                          df, hn::Load(df, x + b * kErrorSumLanes + i * kNF),
-                          v.scale, v.zp_rounded, v.zp, v.eff, v.q_min,
-                          v.q_max)));
+    const double scaled = FloatRunSum<K, kGlobal, kLean>(
+        x, n, MakeFakeQuantVecs(job, consts[c]), [&](hn::Vec<DF> e) {
+          max_bits = hn::Max(max_bits, hn::BitCast(di, e));
+          return simd::OctavePowV(df, hn::Max(e, floor), table, coef);
         });
-      }
-      AddRuns(run, total);
-    }
-    if (rest != 0) {
-      Unroll<kVecs>([&](auto i) {
-        const size_t base = i * kNF;
-        const size_t valid = rest > base ? std::min(rest - base, kNF) : 0;
-        const auto mask = hn::FirstN(df, valid);
-        run[i] = hn::IfThenElseZero(
-            mask, term(hn::IfThenElseZero(
-                      mask, AbsError<FloatFormat::kF32, K, kGlobal, kLean>(
-                                df,
-                                hn::Load(df, x + full * kErrorSumLanes + base),
-                                v.scale, v.zp_rounded, v.zp, v.eff, v.q_min,
-                                v.q_max))));
-      });
-      AddRuns(run, total);
-    }
-    if constexpr (kParts == 2) total[0] = hn::Add(total[0], total[1]);
     const bool inside = hn::GetLane(hn::MaxOfLanes(di, max_bits)) <
                         static_cast<int32_t>((top + 1) << 23);
-    const double scaled = hn::GetLane(hn::SumOfLanes(dd, total[0]));
     if (!inside || static_cast<double>(n) * job.octave_floor_term >
                        0x1p-16 * scaled) {
       // Errors above the window (data outside the unit's range), or far
