@@ -847,17 +847,28 @@ void MseImpl(const MseJob& job) {
   // Work of one row, to size the hand-out chunks (~2^16 element-candidates).
   const int64_t row_work = std::max<int64_t>(1, max_cols * ncand);
   const bool few_units = job.num_units < 4 * static_cast<int64_t>(threads);
-  bool single_rows = true;
-  for (int64_t i = 0; i < job.num_units && single_rows; ++i) {
-    single_rows = unit_rows(i) == 1;
-  }
-  if (!few_units || single_rows || threads == 1) {
+  auto single_rows = [&]() {
+    if (g.tile_rows == 1) return true;
+    for (int64_t i = 0; i < job.num_units; ++i) {
+      if (unit_rows(i) != 1) return false;
+    }
+    return true;
+  };
+  if (!few_units || threads == 1 || single_rows()) {
     // Units are the work items; a unit's rows are added in row order. They
     // are visited in memory order (by tile row, a stable counting sort):
     // callers list group units column by column, and jumping a row per
     // unit would defeat the hardware prefetchers.
     std::vector<int64_t> order(job.num_units);
-    {
+    // Ascending unit indices (MseSearch lists them so) are in memory order
+    // already; the check costs no division.
+    bool ascending = true;
+    for (int64_t i = 1; i < job.num_units && ascending; ++i) {
+      ascending = job.units[i - 1] < job.units[i];
+    }
+    if (ascending) {
+      for (int64_t i = 0; i < job.num_units; ++i) order[i] = i;
+    } else {
       const int64_t gr = g.grid_rows();
       std::vector<int64_t> first(gr + 1, 0);
       for (int64_t i = 0; i < job.num_units; ++i) ++first[job.units[i] / gc + 1];
