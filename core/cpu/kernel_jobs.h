@@ -4,8 +4,6 @@
 #ifndef QCAL_CORE_CPU_KERNEL_JOBS_H_
 #define QCAL_CORE_CPU_KERNEL_JOBS_H_
 
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
 
 #include "core/layout.h"
@@ -107,8 +105,9 @@ struct MseJob {
   uint64_t* keys = nullptr;
   double bound_rho = 0.0;
   double bound_tau = 0.0;
-  // With pow_mode kOctave, rho and tau of the candidates without a window
-  // (OctaveTop -1), whose terms come from ApproxPowV.
+  // With pow_mode kOctave, rho and tau of the rows OctaveRowSums sums with
+  // ApproxPowV terms (no window, errors outside it, or a floor slack too
+  // wide for the sum).
   double fallback_rho = 0.0;
   double fallback_tau = 0.0;
   // ApproxPowV's constants (pow_mode kApprox; see simd::ApproxPowArgsV).
@@ -145,6 +144,10 @@ inline bool OctaveExponentOk(float p) { return p >= 1.5f && p < 4.5f; }
 // SetOctavePow computes the constants for an exponent with
 // OctaveExponentOk.
 void SetOctavePow(float p, OctaveConsts* out);
+
+// UseOctavePow points the job at the constants (which must outlive it) and
+// selects pow_mode kOctave.
+void UseOctavePow(const OctaveConsts& octave, MseJob* job);
 
 // LeanArgs is true when fake quantization of `format` values under `spec`
 // may leave out steps that provably change nothing (see AbsError in

@@ -430,6 +430,29 @@ HWY_NOINLINE void ApproxRowSums(const MseJob& job,
   }
 }
 
+// OctavePowV's polynomial coefficients as vectors.
+HWY_INLINE simd::OctaveCoefsV<DF> MakeOctaveCoefs(const MseJob& job) {
+  const DF df;
+  return simd::OctaveCoefsV<DF>{
+      hn::Set(df, job.octave_coef[0]), hn::Set(df, job.octave_coef[1]),
+      hn::Set(df, job.octave_coef[2]), hn::Set(df, job.octave_coef[3]),
+      hn::Set(df, job.octave_coef[4]), hn::Set(df, job.octave_coef[5])};
+}
+
+// The window of 16 octaves below biased exponent `top`: its table rotation
+// and its floor 2^(top - 142).
+struct OctaveWindow {
+  simd::OctaveTableV<DF> table;
+  hn::Vec<DF> floor;
+};
+
+HWY_INLINE OctaveWindow MakeOctaveWindow(const MseJob& job, int top) {
+  const DF df;
+  return OctaveWindow{
+      simd::LoadOctaveTableV(df, job.octave_tables + 16 * (top & 15)),
+      hn::Set(df, BitsToFloat(static_cast<uint32_t>(top - 15) << 23))};
+}
+
 // Row sums of every candidate with OctavePowV terms (float32 tensors; for
 // error bounds). Each candidate's window is the 16 octaves below
 // OctaveTop(max_error); errors below it are clamped to its floor (the
@@ -446,10 +469,7 @@ HWY_NOINLINE void OctaveRowSums(const MseJob& job,
                                 uint8_t* term_kinds) {
   const DF df;
   const hn::RebindToSigned<DF> di;
-  const simd::OctaveCoefsV<DF> coef{
-      hn::Set(df, job.octave_coef[0]), hn::Set(df, job.octave_coef[1]),
-      hn::Set(df, job.octave_coef[2]), hn::Set(df, job.octave_coef[3]),
-      hn::Set(df, job.octave_coef[4]), hn::Set(df, job.octave_coef[5])};
+  const simd::OctaveCoefsV<DF> coef = MakeOctaveCoefs(job);
   const PowArgs pa = MakePowArgs(job);
   for (int64_t c = 0; c < job.num_candidates; ++c) {
     if (SameAsPrevious(consts, c)) {
@@ -464,16 +484,13 @@ HWY_NOINLINE void OctaveRowSums(const MseJob& job,
       term_kinds[c] |= kApproxTerms;
       continue;
     }
-    const auto table =
-        simd::LoadOctaveTableV(df, job.octave_tables + 16 * (top & 15));
-    const auto floor =
-        hn::Set(df, BitsToFloat(static_cast<uint32_t>(top - 15) << 23));
+    const OctaveWindow w = MakeOctaveWindow(job, top);
     // Largest error bit pattern seen (errors are >= +0 or NaN).
     auto max_bits = hn::Zero(di);
     const double scaled = FloatRunSum<K, kGlobal, kLean>(
         x, n, MakeFakeQuantVecs(job, consts[c]), [&](hn::Vec<DF> e) {
           max_bits = hn::Max(max_bits, hn::BitCast(di, e));
-          return simd::OctavePowV(df, hn::Max(e, floor), table, coef);
+          return simd::OctavePowV(df, hn::Max(e, w.floor), w.table, coef);
         });
     const bool inside = hn::GetLane(hn::MaxOfLanes(di, max_bits)) <
                         static_cast<int32_t>((top + 1) << 23);
@@ -575,8 +592,8 @@ HWY_INLINE hn::Vec<DF> ZeroPointToIntV(hn::Vec<DF> x, ZeroPointKind kind) {
 
 // A bound on every computed |fake_quantize(x) - x| of a unit whose values
 // lie in [x_min, x_max], per candidate lane (z its zero point as the
-// dequantization subtracts it, s its scale or effective scale; +-inf or
-// NaN where no bound: see OctaveTop). The dequantized value is (q - z) s
+// dequantization subtracts it, s its scale or effective scale; +inf where
+// there is none, which OctaveTop turns into no window). The dequantized value is (q - z) s
 // with q a grid value in [q_min, q_max]: x inside [(q_min - z) s,
 // (q_max - z) s] is at most half the grid's widest step from one (1/2 for
 // integers, 1 for fp4, 16 for e4m3), x outside it at most its distance to
@@ -991,19 +1008,13 @@ void OctavePowTarget(const MseJob& job, const float* a, int64_t n,
   float max_a = 0.0f;
   for (int64_t i = 0; i < n; ++i) max_a = std::max(max_a, a[i]);
   const int top = OctaveTop(max_a);
-  const simd::OctaveCoefsV<DF> coef{
-      hn::Set(df, job.octave_coef[0]), hn::Set(df, job.octave_coef[1]),
-      hn::Set(df, job.octave_coef[2]), hn::Set(df, job.octave_coef[3]),
-      hn::Set(df, job.octave_coef[4]), hn::Set(df, job.octave_coef[5])};
-  const auto table =
-      simd::LoadOctaveTableV(df, job.octave_tables + 16 * (top & 15));
-  const auto floor =
-      hn::Set(df, BitsToFloat(static_cast<uint32_t>(top - 15) << 23));
+  const simd::OctaveCoefsV<DF> coef = MakeOctaveCoefs(job);
+  const OctaveWindow w = MakeOctaveWindow(job, top);
   HWY_ALIGN float buf[kNF];
   for (int64_t i = 0; i < n; i += kNF) {
     const int64_t m = LoadPadded(a, i, n, buf);
-    hn::Store(simd::OctavePowV(df, hn::Max(hn::Load(df, buf), floor), table,
-                               coef),
+    hn::Store(simd::OctavePowV(df, hn::Max(hn::Load(df, buf), w.floor),
+                               w.table, coef),
               df, buf);
     for (int64_t k = 0; k < m; ++k) {
       out[i + k] = static_cast<double>(buf[k]) * job.octave_scale[top];
@@ -1289,6 +1300,14 @@ void SetApproxPow(float p, MseJob* job) {
   }
 }
 
+void UseOctavePow(const OctaveConsts& octave, MseJob* job) {
+  job->pow_mode = PowMode::kOctave;
+  job->octave_tables = octave.tables;
+  job->octave_scale = octave.scale;
+  job->octave_floor_term = octave.floor_term;
+  std::copy(octave.coef, octave.coef + 6, job->octave_coef);
+}
+
 void SetOctavePow(float p, OctaveConsts* out) {
   const double pd = p;
   for (int r = 0; r < 16; ++r) {
@@ -1456,29 +1475,25 @@ absl::Status RunMse(const MseRequest& request, const ExecOptions& exec,
     job.hi = bounds->hi;
     job.keys = bounds->keys;
     if (request.format == FloatFormat::kF32 &&
-        job.pow_mode == internal_cpu::PowMode::kGeneral &&
-        internal_cpu::OctaveExponentOk(e)) {
-      job.pow_mode = internal_cpu::PowMode::kOctave;
-      internal_cpu::SetOctavePow(e, &octave);
-      job.octave_tables = octave.tables;
-      job.octave_scale = octave.scale;
-      job.octave_floor_term = octave.floor_term;
-      std::copy(octave.coef, octave.coef + 6, job.octave_coef);
-      job.bound_rho =
-          octave.bound + internal_cpu::kApproxFloatRun * 0x1p-24;
-      job.bound_tau = 0x1p-125;
-      // Candidates without a window use ApproxPowV.
+        job.pow_mode == internal_cpu::PowMode::kGeneral) {
+      // ApproxPowV's terms: all of them, or those of the candidates (rows)
+      // OctavePowV leaves to it.
       internal_cpu::SetApproxPow(e, &job);
-      job.fallback_rho =
+      const double approx_rho =
           MseApproxPowBound(e) + internal_cpu::kApproxFloatRun * 0x1p-24;
-      job.fallback_tau = MseApproxPowTinyBound(e);
-    } else if (request.format == FloatFormat::kF32 &&
-               job.pow_mode == internal_cpu::PowMode::kGeneral) {
-      job.pow_mode = internal_cpu::PowMode::kApprox;
-      internal_cpu::SetApproxPow(e, &job);
-      job.bound_rho =
-          MseApproxPowBound(e) + internal_cpu::kApproxFloatRun * 0x1p-24;
-      job.bound_tau = MseApproxPowTinyBound(e);
+      const double approx_tau = MseApproxPowTinyBound(e);
+      if (internal_cpu::OctaveExponentOk(e)) {
+        internal_cpu::SetOctavePow(e, &octave);
+        internal_cpu::UseOctavePow(octave, &job);
+        job.bound_rho = octave.bound + internal_cpu::kApproxFloatRun * 0x1p-24;
+        job.bound_tau = 0x1p-125;
+        job.fallback_rho = approx_rho;
+        job.fallback_tau = approx_tau;
+      } else {
+        job.pow_mode = internal_cpu::PowMode::kApprox;
+        job.bound_rho = approx_rho;
+        job.bound_tau = approx_tau;
+      }
     }
   }
   internal_cpu::DispatchMse(job);
@@ -1523,10 +1538,7 @@ void SimdOctavePowForTest(const float* a, int64_t n, float exponent,
   internal_cpu::SetOctavePow(exponent, &octave);
   internal_cpu::MseJob job;
   job.norm_exponent = exponent;
-  job.pow_mode = internal_cpu::PowMode::kOctave;
-  job.octave_tables = octave.tables;
-  job.octave_scale = octave.scale;
-  std::copy(octave.coef, octave.coef + 6, job.octave_coef);
+  internal_cpu::UseOctavePow(octave, &job);
   internal_cpu::DispatchOctavePow(job, a, n, out);
 }
 

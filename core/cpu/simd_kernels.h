@@ -50,9 +50,11 @@ absl::Status SimdMseErrors(const MseRequest& request, const ExecOptions& exec,
 // + 2^-20 (float32 partial sums of up to 16 terms) + (n + 16) 2^-51 (the
 // double sums' rounding); tau = 2^-125 plus, with OctavePowV, twice the
 // power of the candidate's window floor (for the errors clamped to it), or
-// MseApproxPowTinyBound(exponent). A candidate without a window (errors
-// that may reach 2^127) or with a NaN or infinite sum gets [-inf, +inf].
-// In every other case lo = hi = the exact error. Keys are the candidate's
+// MseApproxPowTinyBound(exponent); rows that OctavePowV leaves to
+// ApproxPowV (no window: errors that may reach 2^127; errors outside the
+// window; a floor slack above 2^-16 of the sum) add ApproxPowV's rho and
+// tau. A NaN or infinite sum gets [-inf, +inf]. In every other case
+// lo = hi = the exact error. Keys are the candidate's
 // scale and zero-point bits.
 absl::Status SimdMseErrorBounds(const MseRequest& request,
                                 const ExecOptions& exec,
