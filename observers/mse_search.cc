@@ -5,6 +5,7 @@
 #include <mutex>
 #include <vector>
 
+#include "absl/numeric/bits.h"
 #include "absl/status/status.h"
 #include "core/parallel.h"
 #include "core/qparams.h"
@@ -16,6 +17,10 @@ namespace {
 // Units per kernel call: bounds the search's per-candidate buffers (16 bytes
 // per unit and candidate with bounds) whatever the tensor's size.
 constexpr int64_t kMseSearchBatch = int64_t{1} << 15;
+
+// The most steps one chunk evaluates past the first possible stop (each
+// unit's improvements in a chunk are kept in a 32-bit mask).
+constexpr int64_t kMaxSpeculativeChunk = 32;
 
 }  // namespace
 
@@ -107,9 +112,26 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
   // One batch's errors or bounds, [listed unit][step of the chunk].
   std::vector<float> errors, lo, hi;
   std::vector<uint64_t> keys;
+  // Small units evaluate every remaining step (up to kMaxSpeculativeChunk)
+  // in one chunk: their per-chunk costs (constants, loads, brackets, the
+  // kernel's setup) outweigh the candidates; a call that stops inside such a
+  // chunk has its units' choices rolled back to the stop (chunk_improved).
+  const bool speculate =
+      std::min(obs.grid.tile_rows, obs.grid.rows) *
+          std::min(obs.grid.tile_cols, obs.grid.cols) <=
+      kMseSpeculateElements;
+  const int64_t max_count =
+      std::max(std::min(options.patience, steps),
+               speculate ? std::min(steps, kMaxSpeculativeChunk) : 0);
   // Whether call k improved at step s of the chunk: [k * count + s].
   std::vector<std::atomic<uint8_t>> improved(
-      num_calls * static_cast<size_t>(std::min(options.patience, steps)));
+      num_calls * static_cast<size_t>(max_count));
+  // With speculation: each unit's improvements in the chunk (bit s: step
+  // first + s) and its best step before the chunk; the step at which each
+  // call stopped (-1: running).
+  std::vector<uint32_t> chunk_improved(speculate ? num_units : 0, 0);
+  std::vector<int64_t> chunk_best(speculate ? num_units : 0, -1);
+  std::vector<int64_t> stop_step(num_calls, -1);
   struct Open {
     int64_t j;     // position in the batch
     int64_t step;  // first undecided step of the chunk
@@ -121,6 +143,15 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
   enum class Decision { kNotImproved, kImproved, kOpen };
   // Unit u's decision at step `at` from its errors or bounds at index o of
   // the batch's arrays; records an improvement.
+  int64_t first = 0, count = 0;
+  auto take = [&](int64_t u, int64_t at) {
+    best_step[u] = at;
+    // (A chunk longer than the mask is never speculative: no call stops
+    // inside it.)
+    if (speculate && at - first < kMaxSpeculativeChunk) {
+      chunk_improved[u] |= uint32_t{1} << (at - first);
+    }
+  };
   auto decide = [&](int64_t u, size_t o, int64_t at) {
     if (!use_bounds || exact_slot[u] >= 0) {
       const float err =
@@ -128,7 +159,7 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
                      : errors[o];
       if (!(err < best_hi[u])) return Decision::kNotImproved;
       best_lo[u] = best_hi[u] = err;
-      best_step[u] = at;
+      take(u, at);
       return Decision::kImproved;
     }
     if (best_step[u] >= 0 && keys[o] == best_key[u]) {
@@ -138,7 +169,7 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
       best_lo[u] = lo[o];
       best_hi[u] = hi[o];
       best_key[u] = keys[o];
-      best_step[u] = at;
+      take(u, at);
       return Decision::kImproved;
     }
     if (lo[o] >= best_hi[u]) return Decision::kNotImproved;
@@ -147,7 +178,6 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
   // Replays steps `from` .. count - 1 of the current chunk for unit u
   // (position j of the batch), flagging its call's improvements; returns
   // the first open step, or count.
-  int64_t first = 0, count = 0;
   auto replay = [&](int64_t u, int64_t j, int64_t from) {
     const int32_t k = call_of[u];
     for (int64_t step = from; step < count; ++step) {
@@ -178,6 +208,9 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
       count = std::min(count, options.patience - state[k].no_improve);
     }
     count = std::max<int64_t>(count, 1);
+    if (speculate) {
+      count = std::max(count, std::min(steps - first, kMaxSpeculativeChunk));
+    }
     if (rebuild) {  // the set of running calls changed
       units.clear();
       unit_min.clear();
@@ -191,6 +224,12 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
       rebuild = false;
     }
     if (units.empty()) break;
+    if (speculate) {
+      for (int64_t u : units) {
+        chunk_improved[u] = 0;
+        chunk_best[u] = best_step[u];
+      }
+    }
     for (size_t f = 0; f < num_calls * count; ++f) {
       improved[f].store(0, std::memory_order_relaxed);
     }
@@ -263,8 +302,24 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
           state[k].no_improve = 0;
         } else if (++state[k].no_improve >= options.patience) {
           state[k].stopped = true;
+          stop_step[k] = first + step;
           rebuild = true;
         }
+      }
+    }
+    // A call that stopped before the chunk's last step (speculation only):
+    // its units keep their last improvement up to the stop.
+    for (size_t k = 0; k < num_calls; ++k) {
+      const int64_t stop = stop_step[k];
+      stop_step[k] = -1;
+      if (stop < 0 || stop >= first + count - 1) continue;
+      const uint32_t upto =
+          static_cast<uint32_t>((uint64_t{2} << (stop - first)) - 1);
+      for (int64_t u : obs.calls[k].units) {
+        const uint32_t m = chunk_improved[u] & upto;
+        if (m == chunk_improved[u]) continue;
+        // The highest step of m, or the best before the chunk.
+        best_step[u] = m == 0 ? chunk_best[u] : first + absl::bit_width(m) - 1;
       }
     }
   }

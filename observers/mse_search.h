@@ -15,6 +15,11 @@
 // possible stop among the running calls (patience - counter steps), so no
 // candidate is evaluated past a stop and no call stops inside a chunk; see
 // docs/PERFORMANCE.md for the measured trade-off against fixed chunks.
+// Units of at most kMseSpeculateElements elements (NVFP4's groups of 16)
+// take every remaining step in one chunk instead, since per-chunk costs
+// dominate there: candidates past a stop are then evaluated and ignored (a
+// unit of a call that stopped inside the chunk keeps its last improvement
+// up to the stop).
 //
 // For float32 tensors, when the backend brackets errors
 // (BackendOps::mse_error_bounds, several times cheaper than the exact
@@ -31,6 +36,10 @@
 #include "observers/observer.h"
 
 namespace qcal {
+
+// Units of at most this many elements are searched in speculative chunks:
+// every remaining step at once (see MseSearch).
+constexpr int64_t kMseSpeculateElements = 64;
 
 // MseSearchOptions are the search's kwargs.
 struct MseSearchOptions {

@@ -213,6 +213,68 @@ TEST(MseSearchTest, MatchesTheLiteralAlgorithmBf16) {
   RunCases<FloatFormat::kBF16>(DType::kBF16);
 }
 
+// Units of at most kMseSpeculateElements elements are searched in one chunk
+// of every step, past the calls' stops: a call that stops inside it must
+// keep each unit's last improvement up to the stop. The cases are chosen so
+// that some unit would still improve after its call's stop (the reference
+// without a stop differs), which a search without the roll-back gets wrong.
+template <FloatFormat F>
+void RunSpeculativeCases(DType dtype) {
+  struct SpecCase {
+    const char* args;
+    int64_t rows, cols;
+    Kwargs kw;
+  };
+  const SpecCase cases[] = {
+      {R"({"num_bits": 4, "group_size": 16})", 3, 48, {0.3, 1, 100.0, 2.4}},
+      {R"({"num_bits": 4, "group_size": 16, "symmetric": false})", 2, 64,
+       {0.4, 2, 100.0, 2.0}},
+      {R"({"num_bits": 8, "group_size": 32})", 2, 96, {0.2, 1, 100.0, 2.4}},
+      {R"({"type": "float", "num_bits": 8, "strategy": "block",
+           "block_structure": [4, 8]})", 8, 32, {0.3, 1, 100.0, 2.4}},
+  };
+  int rolled_back = 0;
+  for (const SpecCase& c : cases) {
+    QuantizationArgs args = *ParseQuantizationArgs(c.args);
+    ASSERT_LE((args.block_structure ? (*args.block_structure)[0] *
+                                          (*args.block_structure)[1]
+                                    : *args.group_size),
+              kMseSpeculateElements)
+        << c.args;
+    for (uint32_t seed = 1; seed <= 12; ++seed) {
+      args.observer_kwargs = {{"maxshrink", c.kw.maxshrink},
+                              {"patience", static_cast<double>(c.kw.patience)},
+                              {"grid", c.kw.grid},
+                              {"norm", c.kw.norm}};
+      Tensor x = RandomTensor(dtype, {c.rows, c.cols}, seed, 1.0f, true);
+      const std::vector<float> v = ToFloats(x.view());
+      const std::vector<float> want =
+          ReferenceScales<F>(v, c.rows, c.cols, args, c.kw, false, 0);
+      Kwargs unstopped = c.kw;
+      unstopped.patience = 1000;
+      if (ReferenceScales<F>(v, c.rows, c.cols, args, unstopped, false, 0) !=
+          want) {
+        ++rolled_back;
+      }
+      auto obs = CreateObserver("memoryless_mse", args);
+      ASSERT_TRUE(obs.ok()) << obs.status();
+      auto qp = (*obs)->GetQParams(x.view());
+      ASSERT_TRUE(qp.ok()) << c.args << ": " << qp.status();
+      EXPECT_EQ(ToFloats((*qp)->scale.view()), want)
+          << c.args << " seed " << seed << " " << DTypeName(dtype);
+    }
+  }
+  // The roll-back was needed (and checked) in several tensors.
+  EXPECT_GE(rolled_back, 4) << DTypeName(dtype);
+}
+
+TEST(MseSearchTest, SpeculativeChunksKeepTheStopF32) {
+  RunSpeculativeCases<FloatFormat::kF32>(DType::kF32);
+}
+TEST(MseSearchTest, SpeculativeChunksKeepTheStopBf16) {
+  RunSpeculativeCases<FloatFormat::kBF16>(DType::kBF16);
+}
+
 TEST(MseSearchTest, TensorGroupWithGlobalScale) {
   QuantizationArgs args = *QuantizationArgsFromScheme("NVFP4");
   Tensor x = RandomTensor(DType::kBF16, {6, 48}, 4, 1.0f, true);
