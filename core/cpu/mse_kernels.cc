@@ -69,17 +69,7 @@ constexpr size_t kDL = kNF / kParts;
 constexpr size_t kAccs = kVecs * kParts;
 using DD = hn::Rebind<double, DFP>;
 
-// Calls fn(std::integral_constant<size_t, i>()) for i = 0 .. N - 1, unrolled:
-// vector accumulators indexed by a loop GCC leaves rolled live in memory,
-// and the store-to-load latency then bounds the loop.
-template <class Fn, size_t... kI>
-HWY_INLINE void UnrollImpl(Fn&& fn, std::index_sequence<kI...>) {
-  (fn(std::integral_constant<size_t, kI>()), ...);
-}
-template <size_t kN, class Fn>
-HWY_INLINE void Unroll(Fn&& fn) {
-  UnrollImpl(fn, std::make_index_sequence<kN>());
-}
+using simd::Unroll;
 
 // Part kPart of a float vector (see kParts).
 template <size_t kPart>
@@ -241,26 +231,34 @@ HWY_INLINE void Terms(hn::Vec<DF> e, const PowArgs& pa, hn::Vec<DD>* t) {
   }
 }
 
-// Adds the error terms of one block of 16 values (kVecs vectors at x) to
-// the accumulators; `valid` leading lanes count (16 for a full block).
+// Adds the error terms of kBlocks consecutive blocks of 16 values (kVecs
+// vectors each, at x) to the accumulators, block by block; `valid` leading
+// lanes count (16 for a full block; masking takes one block).
 template <FloatFormat F, QuantKind K, bool kGlobal, bool kLean, PowMode kPow,
-          bool kMasked>
+          bool kMasked, size_t kBlocks = 1>
 HWY_INLINE void AccumulateBlock(const float* HWY_RESTRICT x, size_t valid,
                                 const CandidateConsts& c, hn::Vec<DF> q_min,
                                 hn::Vec<DF> q_max, const PowArgs& pa,
                                 hn::Vec<DD>* acc) {
+  static_assert(!kMasked || kBlocks == 1, "masking takes one block");
   const DF df;
   const DD dd;
   const auto scale = hn::Set(df, c.scale);
   const auto zp_rounded = hn::Set(df, c.zero_point_rounded);
   const auto zp = hn::Set(df, c.zero_point);
   const auto eff = hn::Set(df, c.effective_scale);
-  Unroll<kVecs>([&](auto i) {
-    const auto xv = hn::Load(df, x + i * kNF);
-    const auto e = AbsError<F, K, kGlobal, kLean>(df, xv, scale, zp_rounded,
-                                                  zp, eff, q_min, q_max);
+  // Stage by stage over the vectors: their chains (three roundings and a
+  // gather for f16/bf16) are independent, and in program order the
+  // scheduler sees them together; one chain after the other left it waiting.
+  hn::Vec<DF> e[kBlocks * kVecs];
+  Unroll<kBlocks * kVecs>([&](auto v) {
+    e[v] = AbsError<F, K, kGlobal, kLean>(df, hn::Load(df, x + v * kNF), scale,
+                                          zp_rounded, zp, eff, q_min, q_max);
+  });
+  Unroll<kBlocks * kVecs>([&](auto v) {
+    constexpr size_t i = decltype(v)::value % kVecs;
     hn::Vec<DD> t[kParts];
-    Terms<F, kPow>(e, pa, t);
+    Terms<F, kPow>(e[v], pa, t);
     Unroll<kParts>([&](auto p) {
       if constexpr (kMasked) {
         const size_t base = i * kNF + p * kDL;
@@ -309,7 +307,13 @@ HWY_NOINLINE void CandidateRowSums(const MseJob& job,
     }
     hn::Vec<DD> acc[kAccs];
     Unroll<kAccs>([&](auto a) { acc[a] = hn::Zero(dd); });
-    for (int64_t b = 0; b < full; ++b) {
+    int64_t b = 0;
+    for (; b + 2 <= full; b += 2) {
+      AccumulateBlock<F, K, kGlobal, kLean, kPow, false, 2>(
+          x + b * kErrorSumLanes, kErrorSumLanes, consts[c], q_min, q_max, pa,
+          acc);
+    }
+    if (b < full) {
       AccumulateBlock<F, K, kGlobal, kLean, kPow, false>(
           x + b * kErrorSumLanes, kErrorSumLanes, consts[c], q_min, q_max, pa,
           acc);
@@ -378,24 +382,39 @@ HWY_INLINE double FloatRunSum(const float* HWY_RESTRICT x, int64_t n,
   hn::Vec<DD> total[kParts];
   for (size_t p = 0; p < kParts; ++p) total[p] = hn::Zero(dd);
   hn::Vec<DF> run[kVecs];
+  // Adds the terms of `count` blocks from block b into the runs.
+  auto blocks = [&](int64_t b, auto count) {
+    constexpr size_t kN = decltype(count)::value * kVecs;
+    hn::Vec<DF> e[kN];
+    Unroll<kN>([&](auto v) { e[v] = error(x + b * kErrorSumLanes + v * kNF); });
+    term(std::integral_constant<size_t, kN>(), e);
+    Unroll<kN>([&](auto v) {
+      constexpr size_t i = decltype(v)::value % kVecs;
+      run[i] = hn::Add(run[i], e[v]);
+    });
+  };
   for (int64_t b0 = 0; b0 < full; b0 += kApproxFloatRun) {
     Unroll<kVecs>([&](auto i) { run[i] = hn::Zero(df); });
     const int64_t b1 = std::min<int64_t>(full, b0 + kApproxFloatRun);
-    for (int64_t b = b0; b < b1; ++b) {
-      Unroll<kVecs>([&](auto i) {
-        run[i] = hn::Add(run[i], term(error(x + b * kErrorSumLanes + i * kNF)));
-      });
-    }
+    int64_t b = b0;
+    // Two blocks at a time, stage by stage (see AccumulateBlock).
+    for (; b + 2 <= b1; b += 2) blocks(b, std::integral_constant<size_t, 2>());
+    if (b < b1) blocks(b, std::integral_constant<size_t, 1>());
     AddRuns(run, total);
   }
   if (rest != 0) {
+    hn::Vec<DF> e[kVecs];
     Unroll<kVecs>([&](auto i) {
       const size_t base = i * kNF;
       const size_t valid = rest > base ? std::min(rest - base, kNF) : 0;
-      const auto mask = hn::FirstN(df, valid);
-      run[i] = hn::IfThenElseZero(
-          mask, term(hn::IfThenElseZero(
-                    mask, error(x + full * kErrorSumLanes + base))));
+      e[i] = hn::IfThenElseZero(hn::FirstN(df, valid),
+                                error(x + full * kErrorSumLanes + base));
+    });
+    term(std::integral_constant<size_t, kVecs>(), e);
+    Unroll<kVecs>([&](auto i) {
+      const size_t base = i * kNF;
+      const size_t valid = rest > base ? std::min(rest - base, kNF) : 0;
+      run[i] = hn::IfThenElseZero(hn::FirstN(df, valid), e[i]);
     });
     AddRuns(run, total);
   }
@@ -412,7 +431,10 @@ HWY_INLINE double ApproxCandidateSum(const MseJob& job, const PowArgs& pa,
   const DF df;
   return FloatRunSum<K, kGlobal, kLean>(
       x, n, MakeFakeQuantVecs(job, cc),
-      [&](hn::Vec<DF> e) { return simd::ApproxPowV(df, e, pa.approx); });
+      [&](auto count, hn::Vec<DF>* e) {
+        Unroll<count>(
+            [&](auto k) { e[k] = simd::ApproxPowV(df, e[k], pa.approx); });
+      });
 }
 
 // Row sums of every candidate with ApproxPowV terms.
@@ -488,9 +510,12 @@ HWY_NOINLINE void OctaveRowSums(const MseJob& job,
     // Largest error bit pattern seen (errors are >= +0 or NaN).
     auto max_bits = hn::Zero(di);
     const double scaled = FloatRunSum<K, kGlobal, kLean>(
-        x, n, MakeFakeQuantVecs(job, consts[c]), [&](hn::Vec<DF> e) {
-          max_bits = hn::Max(max_bits, hn::BitCast(di, e));
-          return simd::OctavePowV(df, hn::Max(e, w.floor), w.table, coef);
+        x, n, MakeFakeQuantVecs(job, consts[c]), [&](auto count, hn::Vec<DF>* e) {
+          Unroll<count>([&](auto k) {
+            max_bits = hn::Max(max_bits, hn::BitCast(di, e[k]));
+            e[k] = hn::Max(e[k], w.floor);
+          });
+          simd::OctavePowV<count>(df, e, w.table, coef);
         });
     const bool inside = hn::GetLane(hn::MaxOfLanes(di, max_bits)) <
                         static_cast<int32_t>((top + 1) << 23);
