@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <limits>
 #include <mutex>
 #include <vector>
 
@@ -116,10 +117,16 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
   // in one chunk: their per-chunk costs (constants, loads, brackets, the
   // kernel's setup) outweigh the candidates; a call that stops inside such a
   // chunk has its units' choices rolled back to the stop (chunk_improved).
+  int64_t min_call_units = std::numeric_limits<int64_t>::max();
+  for (const ObserverCall& call : obs.calls) {
+    min_call_units =
+        std::min(min_call_units, static_cast<int64_t>(call.units.size()));
+  }
   const bool speculate =
       std::min(obs.grid.tile_rows, obs.grid.rows) *
-          std::min(obs.grid.tile_cols, obs.grid.cols) <=
-      kMseSpeculateElements;
+              std::min(obs.grid.tile_cols, obs.grid.cols) <=
+          kMseSpeculateElements &&
+      min_call_units >= options.speculate_min_call_units;
   const int64_t max_count =
       std::max(std::min(options.patience, steps),
                speculate ? std::min(steps, kMaxSpeculativeChunk) : 0);

@@ -19,8 +19,9 @@
 // W4A16's of 128) take every remaining step (up to 32) in one chunk
 // instead, since per-chunk costs weigh most there: candidates past a stop
 // are then evaluated and ignored (a unit of a call that stopped inside the
-// chunk keeps its last improvement up to the stop). Many-unit calls of such
-// tensors hardly ever stop; a call that does wastes at most the chunk.
+// chunk keeps its last improvement up to the stop). Only calls of many
+// units (MseSearchOptions::speculate_min_call_units) speculate: they hardly
+// ever stop early; one that does wastes at most the chunk.
 //
 // For float32 tensors, when the backend brackets errors
 // (BackendOps::mse_error_bounds, several times cheaper than the exact
@@ -39,7 +40,8 @@
 namespace qcal {
 
 // Units of at most this many elements are searched in speculative chunks:
-// every remaining step at once (see MseSearch). 128: NVFP4 -27% and W4A16
+// every remaining step at once, in calls of enough units (see MseSearch and
+// MseSearchOptions::speculate_min_call_units). 128: NVFP4 -27% and W4A16
 // -5% on 4096 x 4096 weights; int8 channel units (4096 elements) stop after
 // ~10 of 20 steps and keep exact chunks.
 constexpr int64_t kMseSpeculateElements = 128;
@@ -50,6 +52,11 @@ struct MseSearchOptions {
   int64_t patience = 5;
   double grid = 100.0;
   double norm = 2.4;
+  // Speculative chunks (kMseSpeculateElements) only when every call has at
+  // least this many units: a call of few units may stop after a few steps,
+  // and a chunk of every step would then be mostly wasted (up to 32 steps
+  // evaluated for 6). Not a kwarg; tests set it to 0.
+  int64_t speculate_min_call_units = 512;
 };
 
 // ReadMseSearchOptions reads maxshrink, patience, grid and norm from `kwargs`

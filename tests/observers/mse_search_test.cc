@@ -213,68 +213,6 @@ TEST(MseSearchTest, MatchesTheLiteralAlgorithmBf16) {
   RunCases<FloatFormat::kBF16>(DType::kBF16);
 }
 
-// Units of at most kMseSpeculateElements elements are searched in one chunk
-// of every step, past the calls' stops: a call that stops inside it must
-// keep each unit's last improvement up to the stop. The cases are chosen so
-// that some unit would still improve after its call's stop (the reference
-// without a stop differs), which a search without the roll-back gets wrong.
-template <FloatFormat F>
-void RunSpeculativeCases(DType dtype) {
-  struct SpecCase {
-    const char* args;
-    int64_t rows, cols;
-    Kwargs kw;
-  };
-  const SpecCase cases[] = {
-      {R"({"num_bits": 4, "group_size": 16})", 3, 48, {0.3, 1, 100.0, 2.4}},
-      {R"({"num_bits": 4, "group_size": 16, "symmetric": false})", 2, 64,
-       {0.4, 2, 100.0, 2.0}},
-      {R"({"num_bits": 8, "group_size": 32})", 2, 96, {0.2, 1, 100.0, 2.4}},
-      {R"({"type": "float", "num_bits": 8, "strategy": "block",
-           "block_structure": [4, 8]})", 8, 32, {0.3, 1, 100.0, 2.4}},
-  };
-  int rolled_back = 0;
-  for (const SpecCase& c : cases) {
-    QuantizationArgs args = *ParseQuantizationArgs(c.args);
-    ASSERT_LE((args.block_structure ? (*args.block_structure)[0] *
-                                          (*args.block_structure)[1]
-                                    : *args.group_size),
-              kMseSpeculateElements)
-        << c.args;
-    for (uint32_t seed = 1; seed <= 12; ++seed) {
-      args.observer_kwargs = {{"maxshrink", c.kw.maxshrink},
-                              {"patience", static_cast<double>(c.kw.patience)},
-                              {"grid", c.kw.grid},
-                              {"norm", c.kw.norm}};
-      Tensor x = RandomTensor(dtype, {c.rows, c.cols}, seed, 1.0f, true);
-      const std::vector<float> v = ToFloats(x.view());
-      const std::vector<float> want =
-          ReferenceScales<F>(v, c.rows, c.cols, args, c.kw, false, 0);
-      Kwargs unstopped = c.kw;
-      unstopped.patience = 1000;
-      if (ReferenceScales<F>(v, c.rows, c.cols, args, unstopped, false, 0) !=
-          want) {
-        ++rolled_back;
-      }
-      auto obs = CreateObserver("memoryless_mse", args);
-      ASSERT_TRUE(obs.ok()) << obs.status();
-      auto qp = (*obs)->GetQParams(x.view());
-      ASSERT_TRUE(qp.ok()) << c.args << ": " << qp.status();
-      EXPECT_EQ(ToFloats((*qp)->scale.view()), want)
-          << c.args << " seed " << seed << " " << DTypeName(dtype);
-    }
-  }
-  // The roll-back was needed (and checked) in several tensors.
-  EXPECT_GE(rolled_back, 4) << DTypeName(dtype);
-}
-
-TEST(MseSearchTest, SpeculativeChunksKeepTheStopF32) {
-  RunSpeculativeCases<FloatFormat::kF32>(DType::kF32);
-}
-TEST(MseSearchTest, SpeculativeChunksKeepTheStopBf16) {
-  RunSpeculativeCases<FloatFormat::kBF16>(DType::kBF16);
-}
-
 TEST(MseSearchTest, TensorGroupWithGlobalScale) {
   QuantizationArgs args = *QuantizationArgsFromScheme("NVFP4");
   Tensor x = RandomTensor(DType::kBF16, {6, 48}, 4, 1.0f, true);
@@ -329,7 +267,8 @@ struct SearchCase {
 // Runs MseSearch on an f32 tensor with `ops` (one call per grid column, as
 // the group strategies do); returns the chosen minima then maxima.
 std::vector<float> Search(const BackendOps& ops, const Tensor& x,
-                          const SearchCase& c, int threads) {
+                          const SearchCase& c, int threads,
+                          MseSearchOptions options = {}) {
   Observation obs;
   obs.x = x.view();
   obs.grid = TileGrid{c.rows, c.cols, c.tile_rows, c.tile_cols};
@@ -361,7 +300,6 @@ std::vector<float> Search(const BackendOps& ops, const Tensor& x,
     }
     obs.global_scale = GlobalScale(lo, hi);
   }
-  MseSearchOptions options;
   options.norm = c.norm;
   std::vector<float> out_min(n), out_max(n);
   const absl::Status s = MseSearch(obs, options, absl::MakeSpan(out_min),
@@ -434,6 +372,90 @@ TEST(MseSearchTest, SearchOnBoundsEqualsSearchOnExactErrors) {
       }
     }
   }
+}
+
+// Units of at most kMseSpeculateElements elements in calls of many units
+// are searched in one chunk of every step, past the calls' stops: a call
+// that stops inside it must keep each unit's last improvement up to the
+// stop. Speculation is forced here (speculate_min_call_units = 0) on
+// tensors whose calls stop early, chosen so that some unit would still
+// improve after its call's stop (the reference without a stop differs); a
+// search without the roll-back fails. Both the search on bounds and the
+// one on exact errors (the f16/bf16 path) are checked against the literal
+// algorithm.
+TEST(MseSearchTest, SpeculativeChunksKeepTheStop) {
+  const QuantSpec int4 = QuantSpecFor(false, 4, true);
+  const QuantSpec int4_asym = QuantSpecFor(false, 4, false);
+  const QuantSpec int8 = QuantSpecFor(false, 8, true);
+  const QuantSpec fp8 = QuantSpecFor(true, 8, true);
+  struct SpecCase {
+    SearchCase c;
+    Kwargs kw;
+  };
+  const std::vector<SpecCase> cases = {
+      {{"int4_group16", int4, 3, 48, 1, 16, false, 1.0f, 2.4}, {0.3, 1, 100.0, 2.4}},
+      {{"int4_asym_group16", int4_asym, 2, 64, 1, 16, false, 1.0f, 2.0},
+       {0.4, 2, 100.0, 2.0}},
+      {{"int8_group32", int8, 2, 96, 1, 32, false, 1.0f, 2.4}, {0.2, 1, 100.0, 2.4}},
+      {{"fp8_block4x8", fp8, 8, 32, 4, 8, false, 1.0f, 2.4}, {0.3, 1, 100.0, 2.4}},
+  };
+  int rolled_back = 0;
+  for (const SpecCase& sc : cases) {
+    const SearchCase& c = sc.c;
+    ASSERT_LE(c.tile_rows * c.tile_cols, kMseSpeculateElements);
+    const int64_t gr = (c.rows + c.tile_rows - 1) / c.tile_rows;
+    const int64_t gc = (c.cols + c.tile_cols - 1) / c.tile_cols;
+    for (uint32_t seed = 1; seed <= 12; ++seed) {
+      Tensor x = RandomTensor(DType::kF32, {c.rows, c.cols}, seed, 1.0f, true);
+      const std::vector<float> v = ToFloats(x.view());
+      // The literal algorithm, one call per grid column (as Search).
+      auto reference = [&](const Kwargs& kw) {
+        std::vector<float> out(2 * gr * gc);
+        for (int64_t j = 0; j < gc; ++j) {
+          std::vector<Unit> units(gr);
+          for (int64_t i = 0; i < gr; ++i) {
+            for (int64_t r = i * c.tile_rows;
+                 r < std::min(c.rows, (i + 1) * c.tile_rows); ++r) {
+              units[i].rows.emplace_back(
+                  v.begin() + r * c.cols + j * c.tile_cols,
+                  v.begin() + r * c.cols +
+                      std::min(c.cols, (j + 1) * c.tile_cols));
+            }
+          }
+          std::vector<float> mins, maxs;
+          ReferenceCall<FloatFormat::kF32>(units, c.spec, kw, false, 0, &mins,
+                                           &maxs);
+          for (int64_t i = 0; i < gr; ++i) {
+            out[i * gc + j] = mins[i];
+            out[gr * gc + i * gc + j] = maxs[i];
+          }
+        }
+        return out;
+      };
+      const std::vector<float> want = reference(sc.kw);
+      Kwargs unstopped = sc.kw;
+      unstopped.patience = 1000;
+      if (reference(unstopped) != want) ++rolled_back;
+      MseSearchOptions options;
+      options.maxshrink = sc.kw.maxshrink;
+      options.patience = sc.kw.patience;
+      options.grid = sc.kw.grid;
+      options.speculate_min_call_units = 0;
+      for (const BackendOps* ops : {&CountingBackend(), &ExactBackend()}) {
+        for (int threads : {1, 3}) {
+          SCOPED_TRACE(absl::StrCat(c.name, " seed ", seed, " ", ops->name,
+                                    " threads ", threads));
+          const std::vector<float> got = Search(*ops, x, c, threads, options);
+          ASSERT_EQ(got.size(), want.size());
+          for (size_t k = 0; k < want.size(); ++k) {
+            ASSERT_EQ(FloatToBits(got[k]), FloatToBits(want[k])) << k;
+          }
+        }
+      }
+    }
+  }
+  // The roll-back was needed (and checked) in several tensors.
+  EXPECT_GE(rolled_back, 4);
 }
 
 // The MSE observer's moving average applies to every tensor id, starting
