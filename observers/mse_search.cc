@@ -134,11 +134,9 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
   std::vector<std::atomic<uint8_t>> improved(
       num_calls * static_cast<size_t>(max_count));
   // With speculation: each unit's improvements in the chunk (bit s: step
-  // first + s) and its best step before the chunk; the step at which each
-  // call stopped (-1: running).
+  // first + s) and its best step before the chunk.
   std::vector<uint32_t> chunk_improved(speculate ? num_units : 0, 0);
   std::vector<int64_t> chunk_best(speculate ? num_units : 0, -1);
-  std::vector<int64_t> stop_step(num_calls, -1);
   struct Open {
     int64_t j;     // position in the batch
     int64_t step;  // first undecided step of the chunk
@@ -148,9 +146,9 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
   const int threads = obs.options.exec.threads;
 
   enum class Decision { kNotImproved, kImproved, kOpen };
-  // Unit u's decision at step `at` from its errors or bounds at index o of
-  // the batch's arrays; records an improvement.
+  // The current chunk: steps first .. first + count - 1.
   int64_t first = 0, count = 0;
+  // Unit u takes step `at`.
   auto take = [&](int64_t u, int64_t at) {
     best_step[u] = at;
     // (A chunk longer than the mask is never speculative: no call stops
@@ -159,6 +157,8 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
       chunk_improved[u] |= uint32_t{1} << (at - first);
     }
   };
+  // Unit u's decision at step `at` from its errors or bounds at index o of
+  // the batch's arrays; records an improvement.
   auto decide = [&](int64_t u, size_t o, int64_t at) {
     if (!use_bounds || exact_slot[u] >= 0) {
       const float err =
@@ -181,6 +181,17 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
     }
     if (lo[o] >= best_hi[u]) return Decision::kNotImproved;
     return Decision::kOpen;
+  };
+  // Call k stopped at step `stop` of the chunk, before its last
+  // (speculation only): its units keep their last improvement up to it.
+  auto roll_back = [&](size_t k, int64_t stop) {
+    const uint32_t upto = static_cast<uint32_t>((uint64_t{2} << stop) - 1);
+    for (int64_t u : obs.calls[k].units) {
+      const uint32_t m = chunk_improved[u] & upto;
+      if (m == chunk_improved[u]) continue;
+      // The highest step of m, or the best before the chunk.
+      best_step[u] = m == 0 ? chunk_best[u] : first + absl::bit_width(m) - 1;
+    }
   };
   // Replays steps `from` .. count - 1 of the current chunk for unit u
   // (position j of the batch), flagging its call's improvements; returns
@@ -309,24 +320,10 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
           state[k].no_improve = 0;
         } else if (++state[k].no_improve >= options.patience) {
           state[k].stopped = true;
-          stop_step[k] = first + step;
           rebuild = true;
+          // (Without speculation no call stops before the last step.)
+          if (speculate && step + 1 < count) roll_back(k, step);
         }
-      }
-    }
-    // A call that stopped before the chunk's last step (speculation only):
-    // its units keep their last improvement up to the stop.
-    for (size_t k = 0; k < num_calls; ++k) {
-      const int64_t stop = stop_step[k];
-      stop_step[k] = -1;
-      if (stop < 0 || stop >= first + count - 1) continue;
-      const uint32_t upto =
-          static_cast<uint32_t>((uint64_t{2} << (stop - first)) - 1);
-      for (int64_t u : obs.calls[k].units) {
-        const uint32_t m = chunk_improved[u] & upto;
-        if (m == chunk_improved[u]) continue;
-        // The highest step of m, or the best before the chunk.
-        best_step[u] = m == 0 ? chunk_best[u] : first + absl::bit_width(m) - 1;
       }
     }
   }

@@ -404,18 +404,15 @@ HWY_INLINE double FloatRunSum(const float* HWY_RESTRICT x, int64_t n,
   }
   if (rest != 0) {
     hn::Vec<DF> e[kVecs];
+    hn::Mask<DF> valid[kVecs];
     Unroll<kVecs>([&](auto i) {
       const size_t base = i * kNF;
-      const size_t valid = rest > base ? std::min(rest - base, kNF) : 0;
-      e[i] = hn::IfThenElseZero(hn::FirstN(df, valid),
+      valid[i] = hn::FirstN(df, rest > base ? std::min(rest - base, kNF) : 0);
+      e[i] = hn::IfThenElseZero(valid[i],
                                 error(x + full * kErrorSumLanes + base));
     });
     term(std::integral_constant<size_t, kVecs>(), e);
-    Unroll<kVecs>([&](auto i) {
-      const size_t base = i * kNF;
-      const size_t valid = rest > base ? std::min(rest - base, kNF) : 0;
-      run[i] = hn::IfThenElseZero(hn::FirstN(df, valid), e[i]);
-    });
+    Unroll<kVecs>([&](auto i) { run[i] = hn::IfThenElseZero(valid[i], e[i]); });
     AddRuns(run, total);
   }
   if constexpr (kParts == 2) total[0] = hn::Add(total[0], total[1]);
