@@ -83,6 +83,8 @@ struct MseJob {
   // PowNorm<F> of every non-negative F value, indexed by its bit pattern
   // (f16 / bf16 only; 2^15 entries).
   const float* pow_table = nullptr;
+  // pow_table widened to double (the AVX2 kernels read it with scalar loads).
+  const double* pow_table_wide = nullptr;
   float global_scale = 1.0f;
   const int64_t* units = nullptr;
   const float* unit_min = nullptr;
