@@ -17,6 +17,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "core/float_convert.h"
 #include "core/quant_args.h"
 #include "core/safetensors.h"
@@ -571,6 +573,31 @@ TEST(CalibrateTest, BundledSampleIsDeterministic) {
   }
   EXPECT_EQ(Fnv1a((*file)->data_region()), 0xfc3d67b38ab4bece)
       << std::hex << Fnv1a((*file)->data_region());
+}
+
+// Both tools replace Highway's timer measurement at load with a cheaper one
+// (tools/hwy_timer_resolution.cc, 4.6 ms per process here): libhwy.so's
+// call must bind to the tool's definition, which the tool must export.
+TEST(ToolsTest, HighwayTimerMeasurementIsInterposed) {
+#if defined(__x86_64__) || defined(__i386__)
+  for (const std::string& tool : {Calibrate(), TokenCount()}) {
+    ToolRun run = RunTool(tool, {"--help"}, "", {{"LD_DEBUG", "bindings"}});
+    // ld.so: "binding file <from> [0] to <to> [0]: normal symbol `<name>'".
+    std::string to;
+    for (absl::string_view line : absl::StrSplit(run.err, '\n')) {
+      if (!absl::StrContains(line, "_ZN3hwy8platform15TimerResolutionEv'") ||
+          !absl::StrContains(line, "libhwy")) {
+        continue;
+      }
+      const size_t at = line.find(" to ");
+      ASSERT_NE(at, absl::string_view::npos) << line;
+      to = std::string(line.substr(at + 4, line.find(" [", at) - at - 4));
+    }
+    EXPECT_EQ(to, tool) << "exit " << run.exit_code;
+  }
+#else
+  GTEST_SKIP() << "the interposition is x86 only";
+#endif
 }
 
 // -------------------------------------------------------------- token_count
