@@ -119,7 +119,7 @@ HWY_INLINE hn::Vec<DF> DequantizeV(DF df, hn::Vec<DF> q, hn::Vec<DF> scale,
   }
 }
 
-// fake_quantize(x) - x, rounded to F, in absolute value (ErrorTerm's |e|).
+// fake_quantize(x) - x before its rounding to F (ErrorTerm's e, unrounded).
 //
 // kLean (symmetric args whose clamp bounds and grid values are values of F)
 // leaves out steps that provably change nothing: adding and
@@ -127,7 +127,7 @@ HWY_INLINE hn::Vec<DF> DequantizeV(DF df, hn::Vec<DF> q, hn::Vec<DF> scale,
 // fq; a zero's sign never reaches |fq - x|, which is |x| or 0 then), and
 // rounding to F a clamp result or a grid value that already is a value of F.
 template <FloatFormat F, QuantKind K, bool kGlobal, bool kLean>
-HWY_INLINE hn::Vec<DF> AbsError(DF df, hn::Vec<DF> x, hn::Vec<DF> scale,
+HWY_INLINE hn::Vec<DF> RawError(DF df, hn::Vec<DF> x, hn::Vec<DF> scale,
                                 hn::Vec<DF> zp_rounded, hn::Vec<DF> zp,
                                 hn::Vec<DF> eff, hn::Vec<DF> q_min,
                                 hn::Vec<DF> q_max) {
@@ -146,7 +146,18 @@ HWY_INLINE hn::Vec<DF> AbsError(DF df, hn::Vec<DF> x, hn::Vec<DF> scale,
         df, QuantizeV<F, K, kGlobal>(df, x, scale, zp_rounded, eff, q_min, q_max),
         scale, zp_rounded, zp, eff);
   }
-  return hn::Abs(simd::RoundV<F>(df, hn::Sub(fq, x)));
+  return hn::Sub(fq, x);
+}
+
+// fake_quantize(x) - x, rounded to F, in absolute value (ErrorTerm's |e|).
+template <FloatFormat F, QuantKind K, bool kGlobal, bool kLean>
+HWY_INLINE hn::Vec<DF> AbsError(DF df, hn::Vec<DF> x, hn::Vec<DF> scale,
+                                hn::Vec<DF> zp_rounded, hn::Vec<DF> zp,
+                                hn::Vec<DF> eff, hn::Vec<DF> q_min,
+                                hn::Vec<DF> q_max) {
+  return hn::Abs(simd::RoundV<F>(
+      df, RawError<F, K, kGlobal, kLean>(df, x, scale, zp_rounded, zp, eff,
+                                         q_min, q_max)));
 }
 
 // Table index of a non-negative value of F (or NaN) held in a float: its
@@ -175,6 +186,26 @@ HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> TableIndex(DF df, hn::Vec<DF> e) {
   }
 }
 
+// The table index of |RoundV<F>(d)| for a raw error d (RawError). For bf16
+// it rounds and indexes in one go: RoundBf16V's final masking of the low
+// 16 bits is the shift that makes the index (and the sign, cleared first,
+// does not take part in the rounding). The same index for every d except
+// NaNs whose payload is within 2^15 of the largest, which no finite row
+// produces.
+template <FloatFormat F>
+HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> ErrorIndex(DF df, hn::Vec<DF> d) {
+  if constexpr (F == FloatFormat::kBF16) {
+    const hn::RebindToUnsigned<DF> du;
+    const auto u = hn::And(hn::BitCast(du, d), hn::Set(du, 0x7FFFFFFFu));
+    const auto lsb = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u));
+    return hn::BitCast(hn::RebindToSigned<DF>(),
+                       hn::ShiftRight<16>(hn::Add(
+                           u, hn::Add(hn::Set(du, 0x7FFFu), lsb))));
+  } else {
+    return TableIndex<F>(df, hn::Abs(simd::RoundV<F>(df, d)));
+  }
+}
+
 // What the error terms need besides |e|: the exponent (as a double), the
 // 16-bit formats' table, ApproxPowV's constants.
 struct PowArgs {
@@ -193,6 +224,40 @@ HWY_INLINE PowArgs MakePowArgs(const MseJob& job) {
           hn::Set(df, job.approx_p_hi), hn::Set(df, job.approx_p_lo),
           hn::Set(df, job.approx_log[0]), hn::Set(df, job.approx_log[1]),
           hn::Set(df, job.approx_log[2]), hn::Set(df, job.approx_log[3])}};
+}
+
+// The error terms of a vector of table indices (f16 / bf16), widened to
+// double in kParts parts.
+HWY_INLINE void TableTerms(hn::Vec<hn::RebindToSigned<DF>> idx_v,
+                           const PowArgs& pa, hn::Vec<DD>* t) {
+#if HWY_TARGET == HWY_AVX2
+  // The table widened to double, read with eight scalar loads. AVX2's
+  // gather is microcode on Zen 3 (9.6 cycles per 8 lanes measured alone)
+  // and the other work of the loop waited on it; the loads overlap it:
+  // one thread, bf16 int8 channel 161 -> 134 ms, int4 group 128 373 -> 318
+  // (an index vector through memory instead of vmovq/vpextrq: 184 ms;
+  // half the vectors gathered: 152; indices packed to 16 bits: 144).
+  HWY_ALIGN int32_t idx[kNF];
+  hn::Store(idx_v, hn::RebindToSigned<DF>(), idx);
+  uint64_t pairs[kNF / 2];
+  memcpy(pairs, idx, sizeof(pairs));
+  const double* HWY_RESTRICT w = pa.wide;
+  Unroll<kParts>([&](auto p) {
+    const uint64_t a = pairs[2 * p], b = pairs[2 * p + 1];
+    const __m128d lo = _mm_loadh_pd(
+        _mm_load_sd(w + static_cast<uint32_t>(a)), w + (a >> 32));
+    const __m128d hi = _mm_loadh_pd(
+        _mm_load_sd(w + static_cast<uint32_t>(b)), w + (b >> 32));
+    t[p] = hn::Vec<DD>{
+        _mm256_insertf128_pd(_mm256_castpd128_pd256(lo), hi, 1)};
+  });
+#else
+  const DF df;
+  const DD dd;
+  const auto v = hn::GatherIndex(df, pa.table, idx_v);
+  t[0] = hn::PromoteTo(dd, Part<0>(v));
+  if constexpr (kParts == 2) t[1] = hn::PromoteTo(dd, Part<1>(v));
+#endif
 }
 
 // The error terms |e|^norm of a vector of error magnitudes, widened to
@@ -216,34 +281,11 @@ HWY_INLINE void Terms(hn::Vec<DF> e, const PowArgs& pa, hn::Vec<DD>* t) {
                                         dd, hn::PromoteTo(dd, Part<1>(e)),
                                         exponent)));
     }
-#if HWY_TARGET == HWY_AVX2
   } else if constexpr (F != FloatFormat::kF32) {
-    // The table widened to double, read with eight scalar loads. AVX2's
-    // gather is microcode on Zen 3 (9.6 cycles per 8 lanes measured alone)
-    // and the other work of the loop waited on it; the loads overlap it:
-    // one thread, bf16 int8 channel 161 -> 134 ms, int4 group 128 373 -> 318
-    // (an index vector through memory instead of vmovq/vpextrq: 184 ms;
-    // half the vectors gathered: 152; indices packed to 16 bits: 144).
-    HWY_ALIGN int32_t idx[kNF];
-    hn::Store(TableIndex<F>(DF(), e), hn::RebindToSigned<DF>(), idx);
-    uint64_t pairs[kNF / 2];
-    memcpy(pairs, idx, sizeof(pairs));
-    const double* HWY_RESTRICT w = pa.wide;
-    Unroll<kParts>([&](auto p) {
-      const uint64_t a = pairs[2 * p], b = pairs[2 * p + 1];
-      const __m128d lo = _mm_loadh_pd(
-          _mm_load_sd(w + static_cast<uint32_t>(a)), w + (a >> 32));
-      const __m128d hi = _mm_loadh_pd(
-          _mm_load_sd(w + static_cast<uint32_t>(b)), w + (b >> 32));
-      t[p] = hn::Vec<DD>{
-          _mm256_insertf128_pd(_mm256_castpd128_pd256(lo), hi, 1)};
-    });
-#endif
+    TableTerms(TableIndex<F>(df, e), pa, t);
   } else {
     hn::Vec<DF> v;
-    if constexpr (F != FloatFormat::kF32) {
-      v = hn::GatherIndex(df, pa.table, TableIndex<F>(df, e));
-    } else if constexpr (kPow == PowMode::kApprox) {
+    if constexpr (kPow == PowMode::kApprox) {
       v = simd::ApproxPowV(df, e, pa.approx);
     } else if constexpr (kPow == PowMode::kSquare) {
       v = hn::Mul(e, e);
@@ -276,15 +318,26 @@ HWY_INLINE void AccumulateBlock(const float* HWY_RESTRICT x, size_t valid,
   // Stage by stage over the vectors: their chains (three roundings and a
   // gather for f16/bf16) are independent, and in program order the
   // scheduler sees them together; one chain after the other left it waiting.
+  // f16 / bf16 keep the raw errors, which ErrorIndex rounds and indexes.
   hn::Vec<DF> e[kBlocks * kVecs];
   Unroll<kBlocks * kVecs>([&](auto v) {
-    e[v] = AbsError<F, K, kGlobal, kLean>(df, hn::Load(df, x + v * kNF), scale,
-                                          zp_rounded, zp, eff, q_min, q_max);
+    const auto xv = hn::Load(df, x + v * kNF);
+    if constexpr (F == FloatFormat::kF32) {
+      e[v] = AbsError<F, K, kGlobal, kLean>(df, xv, scale, zp_rounded, zp, eff,
+                                            q_min, q_max);
+    } else {
+      e[v] = RawError<F, K, kGlobal, kLean>(df, xv, scale, zp_rounded, zp, eff,
+                                            q_min, q_max);
+    }
   });
   Unroll<kBlocks * kVecs>([&](auto v) {
     constexpr size_t i = decltype(v)::value % kVecs;
     hn::Vec<DD> t[kParts];
-    Terms<F, kPow>(e[v], pa, t);
+    if constexpr (F == FloatFormat::kF32) {
+      Terms<F, kPow>(e[v], pa, t);
+    } else {
+      TableTerms(ErrorIndex<F>(df, e[v]), pa, t);
+    }
     Unroll<kParts>([&](auto p) {
       if constexpr (kMasked) {
         const size_t base = i * kNF + p * kDL;
