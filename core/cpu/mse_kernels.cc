@@ -119,6 +119,29 @@ HWY_INLINE hn::Vec<DF> DequantizeV(DF df, hn::Vec<DF> q, hn::Vec<DF> scale,
   }
 }
 
+// x / s as the lean path's first step computes it before rounding to F.
+// For bf16 it is x * (1 / s), two float32 roundings instead of a division
+// (one division per AccumulateBlock call: the reciprocal is the same for
+// all its vectors), and RoundV<bf16> of it is bit for bit RoundV<bf16>(x / s):
+// x and s are bf16 values (8-bit significands m_x, m_s), so x / s is either a
+// bf16 value itself (m_x / m_s has at most 8 significant bits when it is a
+// dyadic rational) or a non-dyadic rational whose distance to every bf16
+// rounding boundary is at least 1 / (m_s 2^9) > 7.6e-6 relative, while
+// x * fl(1 / s) is within 2^-23 relative of x / s. Where the quotient is tiny
+// (below 2^-126, or generally below 0.4) both round to values below 0.5 that
+// the grid's rounding takes to a zero of the same sign (the lean path is
+// symmetric: no zero point is added), and overflow gives infinity either way.
+// LeanQuotientMatchesDivision (tests/core/quant_math_test.cc) checks the
+// identity over every bf16 x for every bf16 significand of s.
+template <FloatFormat F>
+HWY_INLINE hn::Vec<DF> LeanQuotient(DF df, hn::Vec<DF> x, hn::Vec<DF> scale) {
+  if constexpr (F == FloatFormat::kBF16) {
+    return hn::Mul(x, hn::Div(hn::Set(df, 1.0f), scale));
+  } else {
+    return hn::Div(x, scale);
+  }
+}
+
 // fake_quantize(x) - x before its rounding to F (ErrorTerm's e, unrounded).
 //
 // kLean (symmetric args whose clamp bounds and grid values are values of F)
@@ -138,7 +161,7 @@ HWY_INLINE hn::Vec<DF> RawError(DF df, hn::Vec<DF> x, hn::Vec<DF> scale,
         df, hn::Min(hn::Max(hn::Div(x, eff), q_min), q_max));
     fq = simd::RoundV<F>(df, hn::Mul(q, eff));
   } else if constexpr (kLean) {
-    auto q = simd::RoundV<F>(df, hn::Div(x, scale));
+    auto q = simd::RoundV<F>(df, LeanQuotient<F>(df, x, scale));
     q = simd::GridV<K>(df, hn::Min(hn::Max(q, q_min), q_max));
     fq = simd::RoundV<F>(df, hn::Mul(q, scale));
   } else {

@@ -513,6 +513,41 @@ TEST(CalculateQParamsTest, ShapesAndDtypes) {
   EXPECT_EQ(unimpl.status().code(), absl::StatusCode::kUnimplemented);
 }
 
+// ------------------------------------------------- bf16 lean quotient
+
+// The bf16 MSE kernel's lean path computes x / s as x * fl(1 / s)
+// (LeanQuotient in core/cpu/mse_kernels.cc). Rounded to bf16 it must be the
+// rounded quotient bit for bit: for every bf16 x and every bf16 significand
+// of s (at exponents that cover float32 epsilon, the scales of weights,
+// 1 and large values; scaling both by a power of two changes neither side
+// otherwise), the two agree wherever x / s is at least 2^-126, and below
+// that both are tiny values, which every quantization grid takes to zero.
+TEST(Bf16Test, LeanQuotientMatchesDivision) {
+  int64_t checked = 0, mismatches = 0;
+  for (int exponent : {-126, -23, -9, -6, 0, 3, 60, 126}) {
+    for (uint32_t m = 0; m < 128; ++m) {
+      const float s = Bf16BitsToFloat(
+          static_cast<uint16_t>(((exponent + 127) << 7) | m));
+      const float recip = 1.0f / s;
+      for (uint32_t b = 0; b < 0x10000; ++b) {
+        const float x = Bf16BitsToFloat(static_cast<uint16_t>(b));
+        if (!std::isfinite(x)) continue;
+        const float want = Round<FloatFormat::kBF16>(x / s);
+        const float got = Round<FloatFormat::kBF16>(x * recip);
+        ++checked;
+        if (std::fabs(static_cast<double>(x) / s) >= 0x1p-126) {
+          if (FloatToBits(got) != FloatToBits(want)) ++mismatches;
+        } else if (!(std::fabs(got) < 0x1p-120f && std::fabs(want) < 0x1p-120f &&
+                     std::signbit(got) == std::signbit(want))) {
+          ++mismatches;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(mismatches, 0) << "of " << checked;
+  EXPECT_GT(checked, 60000000);
+}
+
 // ------------------------------------------------------------- pow
 
 TEST(PowTest, AgreesWithCorrectlyRoundedPow) {
