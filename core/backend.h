@@ -75,6 +75,13 @@ struct MseRequest {
   absl::Span<const float> unit_min;   // absolute minimum of each listed unit
   absl::Span<const float> unit_max;   // absolute maximum of each listed unit
   absl::Span<const float> shrink;     // factors p of the candidates
+  // A hint for mse_error_bounds: the candidates are every step the search
+  // will evaluate for these units, from its first (no best before them).
+  // The CPU backend then may return wider brackets (scaled terms for
+  // float32 int4), recomputing with tighter ones any unit whose brackets
+  // leave a decision of its own replay from the first step open; across
+  // chunks it could not tell.
+  bool whole_search = false;
 };
 
 // kMseSumLanes is the number of interleaved accumulators per row.

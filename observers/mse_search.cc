@@ -145,43 +145,8 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
   std::mutex open_mu;
   const int threads = obs.options.exec.threads;
 
-  enum class Decision { kNotImproved, kImproved, kOpen };
   // The current chunk: steps first .. first + count - 1.
   int64_t first = 0, count = 0;
-  // Unit u takes step `at`.
-  auto take = [&](int64_t u, int64_t at) {
-    best_step[u] = at;
-    // (A chunk longer than the mask is never speculative: no call stops
-    // inside it.)
-    if (speculate && at - first < kMaxSpeculativeChunk) {
-      chunk_improved[u] |= uint32_t{1} << (at - first);
-    }
-  };
-  // Unit u's decision at step `at` from its errors or bounds at index o of
-  // the batch's arrays; records an improvement.
-  auto decide = [&](int64_t u, size_t o, int64_t at) {
-    if (!use_bounds || exact_slot[u] >= 0) {
-      const float err =
-          use_bounds ? exact[static_cast<size_t>(exact_slot[u]) * steps + at]
-                     : errors[o];
-      if (!(err < best_hi[u])) return Decision::kNotImproved;
-      best_lo[u] = best_hi[u] = err;
-      take(u, at);
-      return Decision::kImproved;
-    }
-    if (best_step[u] >= 0 && keys[o] == best_key[u]) {
-      return Decision::kNotImproved;
-    }
-    if (hi[o] < best_lo[u]) {
-      best_lo[u] = lo[o];
-      best_hi[u] = hi[o];
-      best_key[u] = keys[o];
-      take(u, at);
-      return Decision::kImproved;
-    }
-    if (lo[o] >= best_hi[u]) return Decision::kNotImproved;
-    return Decision::kOpen;
-  };
   // Call k stopped at step `stop` of the chunk, before its last
   // (speculation only): its units keep their last improvement up to it.
   auto roll_back = [&](size_t k, int64_t stop) {
@@ -195,21 +160,75 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
   };
   // Replays steps `from` .. count - 1 of the current chunk for unit u
   // (position j of the batch), flagging its call's improvements; returns
-  // the first open step, or count.
+  // the first open step, or count. A unit's decision at a step: with exact
+  // errors (f16/bf16, or a unit whose bounds left one open), "improved" is
+  // error < best; with bounds, a candidate with the best's key (equal
+  // errors) did not improve, a bracket entirely below the best's did, one
+  // entirely at or above it did not, and anything else is open. The unit's
+  // state stays in locals for the steps (branch-free for exact errors), and
+  // its improvements are flagged afterwards.
   auto replay = [&](int64_t u, int64_t j, int64_t from) {
-    const int32_t k = call_of[u];
-    for (int64_t step = from; step < count; ++step) {
-      const Decision d = decide(u, j * count + step, first + step);
-      if (d == Decision::kOpen) return step;
+    const size_t base = static_cast<size_t>(j * count);
+    int64_t best = best_step[u];
+    float best_l = best_lo[u], best_h = best_hi[u];
+    uint64_t mask = 0;  // improvements, bit s: step s (count <= 64)
+    // Records an improvement at step s (a chunk longer than the masks is
+    // never speculative: no call stops inside it).
+    auto flag = [&](int64_t s) {
+      if (speculate && s < kMaxSpeculativeChunk) {
+        chunk_improved[u] |= uint32_t{1} << s;
+      }
       // Set once: a load first keeps the flag's cache line shared between
       // the threads instead of bouncing it on every improvement.
-      std::atomic<uint8_t>& flag = improved[k * count + step];
-      if (d == Decision::kImproved &&
-          flag.load(std::memory_order_relaxed) == 0) {
-        flag.store(1, std::memory_order_relaxed);
+      std::atomic<uint8_t>& f = improved[call_of[u] * count + s];
+      if (f.load(std::memory_order_relaxed) == 0) {
+        f.store(1, std::memory_order_relaxed);
       }
+    };
+    int64_t step = from;
+    if (!use_bounds || exact_slot[u] >= 0) {
+      const float* err =
+          use_bounds
+              ? exact.data() + static_cast<size_t>(exact_slot[u]) * steps + first
+              : errors.data() + base;
+      for (; step < count; ++step) {
+        const float e = err[step];
+        const bool better = e < best_h;
+        best_h = better ? e : best_h;
+        best = better ? first + step : best;
+        if (count <= 64) {
+          mask |= static_cast<uint64_t>(better) << step;
+        } else if (better) {
+          flag(step);
+        }
+      }
+      best_l = best_h;
+    } else {
+      uint64_t key = best_key[u];
+      for (; step < count; ++step) {
+        const size_t o = base + static_cast<size_t>(step);
+        if (best >= 0 && keys[o] == key) continue;
+        if (hi[o] < best_l) {
+          best_l = lo[o];
+          best_h = hi[o];
+          key = keys[o];
+          best = first + step;
+          if (count <= 64) {
+            mask |= uint64_t{1} << step;
+          } else {
+            flag(step);
+          }
+        } else if (!(lo[o] >= best_h)) {
+          break;  // open
+        }
+      }
+      best_key[u] = key;
     }
-    return count;
+    best_step[u] = best;
+    best_lo[u] = best_l;
+    best_hi[u] = best_h;
+    for (; mask != 0; mask &= mask - 1) flag(absl::countr_zero(mask));
+    return step;
   };
 
   bool rebuild = true;
@@ -260,6 +279,7 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
       request.unit_max = absl::MakeConstSpan(unit_max).subspan(b0, m);
       const size_t total = static_cast<size_t>(m * count);
       if (use_bounds) {
+        request.whole_search = first == 0 && count == steps;
         lo.resize(total);
         hi.resize(total);
         keys.resize(total);

@@ -119,6 +119,12 @@ struct MseJob {
   // OctavePowV's constants (pow_mode kOctave; see OctaveConsts).
   const float* octave_tables = nullptr;
   const double* octave_scale = nullptr;
+  // Scaled terms (float32 symmetric integer grids of at most 4 bits, error
+  // bounds, pow_mode kOctave; see ScaledRowSums in mse_kernels.cc) and their
+  // window's table: 2^(p (E - 125)) at [E mod 8] for E in [118, 125],
+  // repeated to 16 entries.
+  bool scaled = false;
+  const float* scaled_table = nullptr;
   double octave_floor_term = 0.0;
   float octave_coef[6] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
 };
@@ -134,6 +140,7 @@ struct OctaveConsts {
   float tables[16 * 16];
   double scale[256];
   double floor_term;  // 2 2^(-15 p): a clamped term's slack, windows scaled
+  float scaled_table[16];  // MseJob::scaled_table
   float coef[6];
   double bound;
 };
@@ -142,6 +149,20 @@ struct OctaveConsts {
 // 1.5 <= p < 4.5 (below, a clamped term's slack is too wide; above, the
 // degree-5 interpolation's error bound passes 1e-5: 3.8e-4 at p = 5.9).
 inline bool OctaveExponentOk(float p) { return p >= 1.5f && p < 4.5f; }
+
+// ScaledTermsOk says whether the error bounds of float32 tensors under
+// `spec` use scaled terms (ScaledRowSums in mse_kernels.cc): symmetric
+// integer grids of at most 4 bits without a global scale (the candidates'
+// |x / s| stay small, which keeps the bound on the quotients tight).
+inline bool ScaledTermsOk(const QuantSpec& spec, bool has_global_scale) {
+  return spec.kind == QuantKind::kInt && spec.symmetric && !has_global_scale &&
+         spec.q_max <= 8.0f && spec.q_min >= -8.0f;
+}
+
+// MseScaledRefine says whether units whose scaled-term brackets leave a
+// decision of the search open get the windowed terms' brackets instead
+// (the default; SetMseScaledRefineForTest turns it off).
+bool MseScaledRefine();
 
 // SetOctavePow computes the constants for an exponent with
 // OctaveExponentOk.

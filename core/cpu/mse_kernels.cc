@@ -338,8 +338,9 @@ HWY_INLINE void AccumulateBlock(const float* HWY_RESTRICT x, size_t valid,
   const auto zp_rounded = hn::Set(df, c.zero_point_rounded);
   const auto zp = hn::Set(df, c.zero_point);
   const auto eff = hn::Set(df, c.effective_scale);
-  // Stage by stage over the vectors: their chains (three roundings and a
-  // gather for f16/bf16) are independent, and in program order the
+  // Stage by stage over the vectors: their chains (a division and the exact
+  // pow for float32; three roundings and the table terms for f16/bf16) are
+  // independent, and in program order the
   // scheduler sees them together; one chain after the other left it waiting.
   // f16 / bf16 keep the raw errors, which ErrorIndex rounds and indexes.
   hn::Vec<DF> e[kBlocks * kVecs];
@@ -393,7 +394,8 @@ template <FloatFormat F, QuantKind K, bool kGlobal, bool kLean, PowMode kPow>
 HWY_NOINLINE void CandidateRowSums(const MseJob& job,
                                    const float* HWY_RESTRICT x, int64_t n,
                                    const CandidateConsts* consts,
-                                   double* sums, uint8_t* /*term_kinds*/) {
+                                   double* sums, uint8_t* /*term_kinds*/,
+                                   double* /*rho*/) {
   const DF df;
   const DD dd;
   const auto q_min = hn::Set(df, job.spec.q_min);
@@ -481,16 +483,13 @@ HWY_INLINE FakeQuantVecs MakeFakeQuantVecs(const MseJob& job,
 // blocks (the bound's kApproxFloatRun 2^-24), then adds them into double;
 // no canonical lanes. The last block's missing lanes get an error of 0
 // and no term.
-template <QuantKind K, bool kGlobal, bool kLean, class Term>
-HWY_INLINE double FloatRunSum(const float* HWY_RESTRICT x, int64_t n,
-                              const FakeQuantVecs& v, Term term) {
+// FloatRunSumWith is that sum with the error magnitudes given: error(at)
+// returns the vector of errors of the values at `at`.
+template <class Error, class Term>
+HWY_INLINE double FloatRunSumWith(const float* HWY_RESTRICT x, int64_t n,
+                                  const Error& error, const Term& term) {
   const DF df;
   const DD dd;
-  auto error = [&](const float* at) {
-    return AbsError<FloatFormat::kF32, K, kGlobal, kLean>(
-        df, hn::Load(df, at), v.scale, v.zp_rounded, v.zp, v.eff, v.q_min,
-        v.q_max);
-  };
   const int64_t full = n / kErrorSumLanes;
   const size_t rest = static_cast<size_t>(n % kErrorSumLanes);
   hn::Vec<DD> total[kParts];
@@ -533,6 +532,20 @@ HWY_INLINE double FloatRunSum(const float* HWY_RESTRICT x, int64_t n,
   return hn::GetLane(hn::SumOfLanes(dd, total[0]));
 }
 
+template <QuantKind K, bool kGlobal, bool kLean, class Term>
+HWY_INLINE double FloatRunSum(const float* HWY_RESTRICT x, int64_t n,
+                              const FakeQuantVecs& v, const Term& term) {
+  const DF df;
+  return FloatRunSumWith(
+      x, n,
+      [&](const float* at) {
+        return AbsError<FloatFormat::kF32, K, kGlobal, kLean>(
+            df, hn::Load(df, at), v.scale, v.zp_rounded, v.zp, v.eff, v.q_min,
+            v.q_max);
+      },
+      term);
+}
+
 // One candidate's row sum with ApproxPowV terms (float32 tensors; for error
 // bounds).
 template <QuantKind K, bool kGlobal, bool kLean>
@@ -553,7 +566,7 @@ template <QuantKind K, bool kGlobal, bool kLean>
 HWY_NOINLINE void ApproxRowSums(const MseJob& job,
                                 const float* HWY_RESTRICT x, int64_t n,
                                 const CandidateConsts* consts, double* sums,
-                                uint8_t* /*term_kinds*/) {
+                                uint8_t* /*term_kinds*/, double* /*rho*/) {
   const PowArgs pa = MakePowArgs(job);
   for (int64_t c = 0; c < job.num_candidates; ++c) {
     sums[c] = SameAsPrevious(consts, c)
@@ -599,7 +612,7 @@ template <QuantKind K, bool kGlobal, bool kLean>
 HWY_NOINLINE void OctaveRowSums(const MseJob& job,
                                 const float* HWY_RESTRICT x, int64_t n,
                                 const CandidateConsts* consts, double* sums,
-                                uint8_t* term_kinds) {
+                                uint8_t* term_kinds, double* /*rho*/) {
   const DF df;
   const hn::RebindToSigned<DF> di;
   const simd::OctaveCoefsV<DF> coef = MakeOctaveCoefs(job);
@@ -644,10 +657,333 @@ HWY_NOINLINE void OctaveRowSums(const MseJob& job,
   }
 }
 
-// Row sums of every candidate; OctaveRowSums also ORs into term_kinds[c]
-// which terms it used for the row (kWindowTerms, kApproxTerms).
+// ------------------------------------------------------------ scaled terms
+//
+// Symmetric integer grids of at most 4 bits (W4A16's groups) on float32,
+// for the error bounds, with the exponents OctavePowV serves. A candidate of
+// scale s gives x the error s |u - q| with u = x / s and q its clamped grid
+// value; here u = x * fl(1 / s), d = u - q, and the term is s^p |d|^p: no
+// division and no dequantization per element. Elements that no candidate
+// of the row clamps ("small": (q_min - 1/2) s_min < x < (q_max + 1/2)
+// s_min, with a margin) have |d| <= 1/2: their terms come from one fixed
+// window of 8 octaves, |d| in [2^-9, 2^-1) (one 8-entry table), without the
+// clamp. The others (the row's largest magnitudes, a few per group) are
+// evaluated across the candidates, clamped, in the 16 octaves below their
+// largest |d|. Each candidate's sum of |d|^p is then multiplied by s^p
+// (OctavePowV, vectorised across the candidates).
+//
+// The bound (ScaledRowSums' *rho, relative to the sums): |d| differs from
+// the reference's |fq - x| / s by at most
+//   eta = 3 2^-23 U + 2^-24 (Q + 2 D) + 2^-25
+// (U, Q, D: the largest |u|, |q|, |d|): the two quotients x * fl(1 / s) and
+// fl(x / s) are within 2^-23 U and 2^-24 U of x / s, and where they round to
+// different sides of a half-integer the two distances to the grid differ by
+// at most twice their sum; the reference's roundings of q s and fq - x add
+// 2^-24 (Q + D), the subtraction u - q here (exact unless a clamped u is
+// more than twice q) 2^-24 D; capping |d| = 1/2 below 2^-1 adds 2^-25. By the mean value
+// theorem and Hölder's inequality the n terms then move by at most
+//   p eta sum (|d| + eta)^(p - 1) <= p eta n^(1/p) (S^(1/p) + n^(1/p) eta)^(p - 1)
+// for S = sum |d|^p, i.e. relative to S by
+//   rho_H = p eta t (1 + eta t)^(p - 1),  t = (n / S)^(1/p),
+// which is largest for the smallest S among the row's candidates. Terms
+// clamped to a window's floor add their floor term each (relative to that
+// smallest S too). OctavePowV's own error and the float32 runs are
+// bound_rho's, as for the other windowed terms; s^p, also from OctavePowV,
+// adds bound_rho once more.
+constexpr uint8_t kScaledTerms = 4;
+// The small elements' window: |d| in [2^-9, 2^-1), capped below 1/2.
+constexpr int kScaledTop = 125;
+constexpr int32_t kScaledFloorBits = (kScaledTop - 7) << 23;
+constexpr int32_t kScaledCapBits = 0x3EFFFFFF;
+
+// The 8-entry window table (job.scaled_table repeats it to 16 entries, so
+// Lookup16V reads it on the targets that hold 16 lanes or gather).
+HWY_INLINE hn::Vec<DF> Lookup8V(DF df, hn::Vec<hn::RebindToSigned<DF>> e,
+                                const simd::OctaveTableV<DF>& t) {
+#if HWY_TARGET == HWY_AVX2
+  const hn::RebindToSigned<DF> di;
+  return hn::TableLookupLanes(
+      t.v[0], hn::IndicesFromVec(df, hn::And(e, hn::Set(di, 7))));
+#else
+  return simd::Lookup16V(df, e, t);
+#endif
+}
+
+// An upper bound on x^e for x > 0, e > 0 (within ~10% of it), without a
+// libm pow: x = 2^k (1 + f) with log2(1 + f) <= f + 0.0861 (Mitchell's
+// approximation's largest error), then 2^y = 2^floor(y) 2^g <= 2^floor(y)
+// (1 + g) for g in [0, 1).
+HWY_INLINE double PowUpperBound(double x, double e) {
+  int k;
+  const double m = std::frexp(x, &k);  // x = m 2^k, m in [1/2, 1)
+  const double y = (static_cast<double>(k - 1) + (2.0 * m - 1.0) + 0.0861) * e;
+  const double fl = std::floor(y);
+  return std::ldexp(1.0 + (y - fl), static_cast<int>(fl));
+}
+
+// Per-thread buffers of ScaledRowSums.
+struct ScaledScratch {
+  hwy::AlignedFreeUniquePtr<float[]> small;  // aligned: FloatRunSumWith loads
+  int64_t small_size = 0;
+  std::vector<float> big, scale, recip, lanes;
+  std::vector<double> small_sum, big_sum, spow;
+};
+
+// Row sums of every candidate with scaled terms (job.scaled; see above);
+// rows with a scale out of [2^-60, 2^60] take OctaveRowSums. *rho becomes
+// at least the row's relative bound.
+HWY_NOINLINE void ScaledRowSums(const MseJob& job, const float* HWY_RESTRICT x,
+                                int64_t n, const CandidateConsts* consts,
+                                double* sums, uint8_t* term_kinds,
+                                double* rho) {
+  const DF df;
+  const DD dd;
+  const hn::RebindToSigned<DF> di;
+  const int64_t nc = job.num_candidates;
+  float s_min = HUGE_VALF, s_max = 0.0f;
+  for (int64_t c = 0; c < nc; ++c) {
+    s_min = std::min(s_min, consts[c].scale);
+    s_max = std::max(s_max, consts[c].scale);
+  }
+  if (!(s_min >= 0x1p-60f && s_max <= 0x1p60f)) {
+    OctaveRowSums<QuantKind::kInt, false, true>(job, x, n, consts, sums,
+                                                term_kinds, rho);
+    return;
+  }
+  static thread_local ScaledScratch s;
+  const int64_t padded = (n + kErrorSumLanes - 1) / kErrorSumLanes * kErrorSumLanes;
+  const int64_t cpad = (nc + kShrinkPad - 1) / kShrinkPad * kShrinkPad;
+  if (s.small_size < padded) {
+    s.small = hwy::AllocateAligned<float>(padded);
+    s.small_size = padded;
+    s.big.resize(padded);
+  }
+  if (static_cast<int64_t>(s.recip.size()) < cpad) {
+    s.scale.resize(cpad);
+    s.recip.resize(cpad);
+    s.lanes.resize(cpad);
+    s.small_sum.resize(cpad);
+    s.big_sum.resize(cpad);
+    s.spow.resize(cpad);
+  }
+  const float q_min = job.spec.q_min, q_max = job.spec.q_max;
+  // Small: no candidate clamps it and |u| < q_max + 1/2 (or 1/2 - q_min)
+  // for every candidate (x s_min^-1 (1 + 2^-23) stays below the limit with
+  // the margin 2^-18, which also covers this float32 arithmetic).
+  const float t_hi = (q_max + 0.5f) * s_min * (1.0f - 0x1p-18f);
+  const float t_lo = (q_min - 0.5f) * s_min * (1.0f - 0x1p-18f);
+  const auto v_lo = hn::Set(df, t_lo), v_hi = hn::Set(df, t_hi);
+  auto amax = hn::Zero(df);
+  int64_t nb = 0;
+  for (int64_t i = 0; i < padded; i += kNF) {
+    const auto v = hn::Load(df, x + i);
+    const auto small = hn::And(hn::Gt(v, v_lo), hn::Lt(v, v_hi));
+    amax = hn::Max(amax, hn::Abs(v));
+    hn::Store(hn::IfThenElseZero(small, v), df, s.small.get() + i);
+    if (!hn::AllTrue(df, small)) {
+      for (int64_t k = i; k < i + static_cast<int64_t>(kNF); ++k) {
+        s.big[nb] = x[k];
+        nb += static_cast<int64_t>(x[k] <= t_lo) | static_cast<int64_t>(x[k] >= t_hi);
+      }
+    }
+  }
+  const float a = hn::GetLane(hn::MaxOfLanes(df, amax));
+  for (int64_t c = 0; c < cpad; ++c) {
+    s.scale[c] = consts[std::min(c, nc - 1)].scale;
+  }
+  for (int64_t c = 0; c < cpad; c += kNF) {
+    hn::StoreU(hn::Div(hn::Set(df, 1.0f), hn::LoadU(df, s.scale.data() + c)),
+               df, s.recip.data() + c);
+  }
+  const float r_max = 1.0f / s_min;  // fl(1 / s) is monotone in s
+  const double u_max = static_cast<double>(a) * r_max * (1.0 + 0x1p-20);
+  const double q_abs = std::max(-q_min, q_max);
+  const double d_max =
+      std::max(0.5, u_max - std::min<double>(q_max, -q_min));
+  const simd::OctaveCoefsV<DF> coef = MakeOctaveCoefs(job);
+
+  // The small elements, candidate by candidate.
+  const simd::OctaveTableV<DF> t8 =
+      simd::LoadOctaveTableV(df, job.scaled_table);
+  const auto floor_bits = hn::Set(di, kScaledFloorBits);
+  const auto cap_bits = hn::Set(di, kScaledCapBits);
+  const auto abs_mask = hn::Set(di, 0x7FFFFFFF);
+  const auto lookup8 = [&](hn::Vec<hn::RebindToSigned<DF>> bits) {
+    return Lookup8V(df, hn::ShiftRight<23>(bits), t8);
+  };
+  const auto small_error = [&](const float* at, hn::Vec<DF> r) {
+    const auto u = hn::Mul(hn::Load(df, at), r);
+    const auto bits =
+        hn::And(hn::BitCast(di, hn::Sub(u, hn::Round(u))), abs_mask);
+    return hn::BitCast(df, hn::Min(hn::Max(bits, floor_bits), cap_bits));
+  };
+  if (padded <= 16 * static_cast<int64_t>(kNF)) {
+    // Short rows (W4A16's groups): each lane of one float32 vector sums its
+    // terms (at most 16: the float32 runs' bound), and the lanes of all
+    // candidates are added in double at the end, instead of a reduction per
+    // candidate. Four vectors per iteration, stage by stage.
+    if (static_cast<int64_t>(s.lanes.size()) < cpad * static_cast<int64_t>(kNF)) {
+      s.lanes.resize(cpad * kNF);
+    }
+    for (int64_t c = 0; c < nc; ++c) {
+      if (SameAsPrevious(consts, c)) continue;
+      const auto r = hn::Set(df, s.recip[c]);
+      auto run0 = hn::Zero(df), run1 = hn::Zero(df);
+      int64_t i = 0;
+      for (; i + 4 * static_cast<int64_t>(kNF) <= padded; i += 4 * kNF) {
+        hn::Vec<DF> e[4];
+        Unroll<4>([&](auto k) { e[k] = small_error(s.small.get() + i + k * kNF, r); });
+        simd::WindowPowV<4>(df, e, lookup8, coef);
+        run0 = hn::Add(run0, hn::Add(e[0], e[2]));
+        run1 = hn::Add(run1, hn::Add(e[1], e[3]));
+      }
+      for (; i < padded; i += kNF) {
+        hn::Vec<DF> e[1] = {small_error(s.small.get() + i, r)};
+        simd::WindowPowV<1>(df, e, lookup8, coef);
+        run0 = hn::Add(run0, e[0]);
+      }
+      hn::StoreU(hn::Add(run0, run1), df, s.lanes.data() + c * kNF);
+    }
+    for (int64_t c = 0; c < nc; ++c) {
+      if (SameAsPrevious(consts, c)) {
+        s.small_sum[c] = s.small_sum[c - 1];
+        continue;
+      }
+      double sum = 0.0;
+      for (size_t k = 0; k < kNF; ++k) sum += s.lanes[c * kNF + k];
+      s.small_sum[c] = sum;
+    }
+  } else {
+  for (int64_t c = 0; c < nc; ++c) {
+    if (SameAsPrevious(consts, c)) {
+      s.small_sum[c] = s.small_sum[c - 1];
+      continue;
+    }
+    const auto r = hn::Set(df, s.recip[c]);
+    s.small_sum[c] = FloatRunSumWith(
+        s.small.get(), padded,
+        [&](const float* at) {
+          const auto u = hn::Mul(hn::Load(df, at), r);
+          const auto bits =
+              hn::And(hn::BitCast(di, hn::Sub(u, hn::Round(u))), abs_mask);
+          return hn::BitCast(df, hn::Min(hn::Max(bits, floor_bits), cap_bits));
+        },
+        [&](auto count, hn::Vec<DF>* e) {
+          simd::WindowPowV<count>(df, e, lookup8, coef);
+        });
+  }
+  }
+
+  // The big elements, across the candidates (lanes), clamped.
+  const int top = OctaveTop(static_cast<float>(d_max * (1.0 + 0x1p-20)));
+  const bool big_window = top >= 0 && d_max < 0x1p100;
+  if (nb > 0 && !big_window) {
+    OctaveRowSums<QuantKind::kInt, false, true>(job, x, n, consts, sums,
+                                                term_kinds, rho);
+    return;
+  }
+  double big_floor = 0.0;
+  if (nb > 0) {
+    const OctaveWindow w = MakeOctaveWindow(job, top);
+    const double back = job.octave_scale[top];
+    big_floor = static_cast<double>(nb) * job.octave_floor_term * back;
+    const auto vq_min = hn::Set(df, q_min), vq_max = hn::Set(df, q_max);
+    for (int64_t c0 = 0; c0 < nc; c0 += kNF) {
+      const auto r = hn::LoadU(df, s.recip.data() + c0);
+      auto total = hn::Zero(dd);
+      auto total1 = hn::Zero(dd);
+      for (int64_t j0 = 0; j0 < nb; j0 += kErrorSumLanes) {
+        auto run = hn::Zero(df);
+        const int64_t j1 = std::min<int64_t>(nb, j0 + kErrorSumLanes);
+        for (int64_t j = j0; j < j1; ++j) {
+          const auto u = hn::Mul(hn::Set(df, s.big[j]), r);
+          const auto q = hn::Min(hn::Max(hn::Round(u), vq_min), vq_max);
+          auto e = hn::Max(hn::Abs(hn::Sub(u, q)), w.floor);
+          simd::OctavePowV<1>(df, &e, w.table, coef);
+          run = hn::Add(run, e);
+        }
+        total = hn::Add(total, hn::PromoteTo(dd, Part<0>(run)));
+        if constexpr (kParts == 2) {
+          total1 = hn::Add(total1, hn::PromoteTo(dd, Part<1>(run)));
+        }
+      }
+      HWY_ALIGN double out[kNF];
+      hn::Store(total, dd, out);
+      if constexpr (kParts == 2) hn::Store(total1, dd, out + kDL);
+      for (int64_t k = 0; k < static_cast<int64_t>(kNF) && c0 + k < nc; ++k) {
+        s.big_sum[c0 + k] = out[k] * back;
+      }
+    }
+  } else {
+    std::fill(s.big_sum.begin(), s.big_sum.begin() + nc, 0.0);
+  }
+
+  // s^p, across the candidates: OctavePowV in the 16 octaves below the
+  // largest scale (its relative error is within MseOctavePowBound, part of
+  // bound_rho), scaled back in double; std::pow where the scales span more.
+  const int s_top = OctaveTop(s_max);
+  if (s_top >= 0 && static_cast<int>(FloatToBits(s_min) >> 23) >= s_top - 15) {
+    const OctaveWindow sw = MakeOctaveWindow(job, s_top);
+    for (int64_t c = 0; c < cpad; c += kNF) {
+      auto v = hn::LoadU(df, s.scale.data() + c);
+      simd::OctavePowV<1>(df, &v, sw.table, coef);
+      hn::StoreU(v, df, s.lanes.data() + c);
+    }
+    const double back = job.octave_scale[s_top];
+    for (int64_t c = 0; c < nc; ++c) s.spow[c] = s.lanes[c] * back;
+  } else {
+    for (int64_t c = 0; c < nc; ++c) {
+      s.spow[c] = std::pow(static_cast<double>(consts[c].scale),
+                           static_cast<double>(job.norm_exponent));
+    }
+  }
+
+  // The sums and the row's bound.
+  const double back_small = job.octave_scale[kScaledTop];
+  double s_low = HUGE_VAL;
+  for (int64_t c = 0; c < nc; ++c) {
+    const double sd = s.small_sum[c] * back_small + s.big_sum[c];
+    s_low = std::min(s_low, sd);
+    sums[c] = sd * s.spow[c];
+    term_kinds[c] |= kScaledTerms;
+  }
+  const double p = job.norm_exponent;
+  // Floor terms (d units): each of the padded small elements (zeros and the
+  // big elements' places included) whose |d| is below the small window's
+  // floor f has a term in [0, f^p) and gets f^p times 1 + OctavePowV's
+  // error (below 1e-5): 1.0001 f^p covers it; the big window's per big
+  // element (its floor_term).
+  const double floor_d = static_cast<double>(padded) * 1.0001 *
+                             job.octave_scale[kScaledTop - 7] +
+                         big_floor;
+  const double eta = (3.0 * 0x1p-23 * u_max + 0x1p-24 * (q_abs + 2.0 * d_max) +
+                      0x1p-25) *
+                     (1.0 + 0x1p-10);
+  const double elements = static_cast<double>(padded + nb);
+  // A lower bound of the smallest true sum of |d|^p.
+  const double s_true = s_low * (1.0 - 1e-4) - floor_d;
+  double bound = 1e30;
+  if (s_true > 0.0) {
+    const double t = PowUpperBound(elements / s_true, 1.0 / p);
+    const double et = eta * t;
+    // (1 + et)^(p - 1) <= 1 + 2 (p - 1) et for (p - 1) et <= 1.
+    const double growth =
+        (p - 1.0) * et <= 1.0 ? 1.0 + 2.0 * (p - 1.0) * et
+                              : std::pow(1.0 + et, p - 1.0);
+    bound = p * et * growth + floor_d / s_true + job.bound_rho;
+  }
+  // (Capped: a bound of 1e30 already decides nothing, and 1 + inf would
+  // turn a zero sum's bracket into NaN.)
+  *rho = std::max(*rho, std::min(bound, 1e30));
+}
+
+// Row sums of every candidate; OctaveRowSums and ScaledRowSums also OR into
+// term_kinds[c] which terms they used for the row (kWindowTerms,
+// kApproxTerms, kScaledTerms), and ScaledRowSums raises *rho to its row's
+// relative bound.
 using RowSumsFn = void (*)(const MseJob&, const float*, int64_t,
-                           const CandidateConsts*, double*, uint8_t*);
+                           const CandidateConsts*, double*, uint8_t*,
+                           double*);
 
 template <FloatFormat F, QuantKind K, bool kGlobal, bool kLean>
 RowSumsFn PickPow(PowMode mode) {
@@ -883,7 +1219,8 @@ HWY_INLINE void FinishUnitErrors(const MseJob& job, int64_t i,
                                  int64_t elements,
                                  const CandidateConsts* consts,
                                  const double* total,
-                                 const uint8_t* term_kinds) {
+                                 const uint8_t* term_kinds,
+                                 double scaled_rho) {
   const int64_t ncand = job.num_candidates;
   if (job.lo == nullptr) {  // (job.errors is null when bounds are asked for)
     for (int64_t c = 0; c < ncand; ++c) {
@@ -920,7 +1257,10 @@ HWY_INLINE void FinishUnitErrors(const MseJob& job, int64_t i,
         n * (job.bound_tau +
              (window && top >= 0 ? 2.0 * job.octave_scale[top - 15] : 0.0) +
              (fallback ? job.fallback_tau : 0.0));
-    const double r = fallback ? std::max(rho, fallback_rho) : rho;
+    // Scaled terms add their rows' largest relative bound (ScaledRowSums).
+    const bool scaled = octave && (term_kinds[c] & kScaledTerms) != 0;
+    const double r = (fallback ? std::max(rho, fallback_rho) : rho) +
+                     (scaled ? scaled_rho : 0.0);
     float lo, hi;
     if (!approx) {
       lo = hi = FinishErrorSum<F>(sum);
@@ -938,12 +1278,44 @@ HWY_INLINE void FinishUnitErrors(const MseJob& job, int64_t i,
   }
 }
 
+// Whether MseSearch's step-by-step rule, replayed on listed unit i's
+// brackets from its start (no best yet), meets a decision they leave open.
+HWY_INLINE bool ReplayOpen(const MseJob& job, int64_t i) {
+  const int64_t nc = job.num_candidates;
+  const float* lo = job.lo + i * nc;
+  const float* hi = job.hi + i * nc;
+  const uint64_t* keys = job.keys + i * nc;
+  float best_lo = std::numeric_limits<float>::max(), best_hi = best_lo;
+  uint64_t best_key = 0;
+  bool has_best = false, open = false;
+  // Without branches on the outcomes (they are data: mispredicted).
+  for (int64_t c = 0; c < nc; ++c) {
+    const bool same = has_best && keys[c] == best_key;
+    const bool improved = !same && hi[c] < best_lo;
+    open |= !same && !improved && !(lo[c] >= best_hi);
+    best_lo = improved ? lo[c] : best_lo;
+    best_hi = improved ? hi[c] : best_hi;
+    best_key = improved ? keys[c] : best_key;
+    has_best |= improved;
+  }
+  return open;
+}
+
 template <FloatFormat F>
 void MseImpl(const MseJob& job) {
   const TileGrid& g = job.grid;
   const int64_t gc = g.grid_cols();
   const int64_t ncand = job.num_candidates;
   const RowSumsFn row_sums = PickKind<F>(job);
+  // Units (not the few-units rows below) take scaled terms first where the
+  // job allows them; a unit whose brackets then leave a decision of the
+  // search open is summed again with row_sums' tighter windowed terms.
+  RowSumsFn first_sums = row_sums;
+  if constexpr (F == FloatFormat::kF32) {
+    if (job.scaled && job.pow_mode == PowMode::kOctave) {
+      first_sums = &ScaledRowSums;
+    }
+  }
   // Rows of listed unit i.
   auto unit_rows = [&](int64_t i) {
     const int64_t ti = job.units[i] / gc;
@@ -961,6 +1333,7 @@ void MseImpl(const MseJob& job) {
     std::vector<double> row;
     std::vector<double> total;
     std::vector<uint8_t> term_kinds;  // see RowSumsFn, per unit
+    double scaled_rho = 0.0;          // see RowSumsFn, per unit
   };
   const int64_t max_cols = std::min(g.tile_cols, g.cols);
   const int64_t buf_len =
@@ -976,15 +1349,16 @@ void MseImpl(const MseJob& job) {
   };
   // One row of listed unit i (whose constants are in s): every candidate's
   // row sum into out[ncand], term_kinds flags into term_kinds[ncand].
-  auto do_row = [&](int64_t i, int64_t row_in_unit, Scratch& s, double* out,
-                    uint8_t* term_kinds) {
+  auto do_row = [&](RowSumsFn fn, int64_t i, int64_t row_in_unit, Scratch& s,
+                    double* out, uint8_t* term_kinds) {
     const int64_t u = job.units[i];
     const int64_t ti = u / gc, tj = u % gc;
     const int64_t r = g.row_begin(ti) + row_in_unit;
     const int64_t c0 = g.col_begin(tj), n = g.col_end(tj) - c0;
     const int64_t begin = r * g.cols + c0;
     if (LoadRow<F>(job.data, begin, n, s.buf.get())) {
-      row_sums(job, s.buf.get(), n, s.consts.data(), out, term_kinds);
+      fn(job, s.buf.get(), n, s.consts.data(), out, term_kinds,
+         &s.scaled_rho);
       return;
     }
     // A row with non-finite values: the scalar reference path.
@@ -1039,18 +1413,26 @@ void MseImpl(const MseJob& job) {
                   for (int64_t pos = begin; pos < end; ++pos) {
                     const int64_t i = order[pos];
                     UnitConsts<F>(job, i, s.consts.data());
-                    std::fill(s.total.begin(), s.total.end(), 0.0);
-                    std::fill(s.term_kinds.begin(), s.term_kinds.end(), 0);
                     const int64_t rows = unit_rows(i);
-                    for (int64_t k = 0; k < rows; ++k) {
-                      do_row(i, k, s, s.row.data(), s.term_kinds.data());
-                      for (int64_t c = 0; c < ncand; ++c) {
-                        s.total[c] += s.row[c];
+                    auto unit = [&](RowSumsFn fn) {
+                      std::fill(s.total.begin(), s.total.end(), 0.0);
+                      std::fill(s.term_kinds.begin(), s.term_kinds.end(), 0);
+                      s.scaled_rho = 0.0;
+                      for (int64_t k = 0; k < rows; ++k) {
+                        do_row(fn, i, k, s, s.row.data(), s.term_kinds.data());
+                        for (int64_t c = 0; c < ncand; ++c) {
+                          s.total[c] += s.row[c];
+                        }
                       }
+                      FinishUnitErrors<F>(job, i, rows * unit_cols(i),
+                                          s.consts.data(), s.total.data(),
+                                          s.term_kinds.data(), s.scaled_rho);
+                    };
+                    unit(first_sums);
+                    if (first_sums != row_sums && job.lo != nullptr &&
+                        MseScaledRefine() && ReplayOpen(job, i)) {
+                      unit(row_sums);
                     }
-                    FinishUnitErrors<F>(job, i, rows * unit_cols(i),
-                                        s.consts.data(), s.total.data(),
-                                        s.term_kinds.data());
                   }
                 });
     return;
@@ -1077,7 +1459,8 @@ void MseImpl(const MseJob& job) {
                     UnitConsts<F>(job, i, s.consts.data());
                     consts_of = i;
                   }
-                  do_row(i, item - start[i], s, sums.data() + item * ncand,
+                  do_row(row_sums, i, item - start[i], s,
+                         sums.data() + item * ncand,
                          term_kinds.data() + item * ncand);
                 }
               });
@@ -1095,7 +1478,7 @@ void MseImpl(const MseJob& job) {
     }
     if (job.lo != nullptr) UnitConsts<F>(job, i, s.consts.data());
     FinishUnitErrors<F>(job, i, unit_rows(i) * unit_cols(i), s.consts.data(),
-                        s.total.data(), s.term_kinds.data());
+                        s.total.data(), s.term_kinds.data(), 0.0);
   }
 }
 
@@ -1387,6 +1770,7 @@ void MseTarget(const MseJob& job) {
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
+#include <atomic>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
@@ -1397,6 +1781,14 @@ HWY_AFTER_NAMESPACE();
 
 namespace qcal {
 namespace internal_cpu {
+
+namespace {
+std::atomic<bool> g_scaled_refine{true};
+}  // namespace
+
+bool MseScaledRefine() {
+  return g_scaled_refine.load(std::memory_order_relaxed);
+}
 
 HWY_EXPORT(MseTarget);
 HWY_EXPORT(PowNormTarget);
@@ -1441,6 +1833,7 @@ void UseOctavePow(const OctaveConsts& octave, MseJob* job) {
   job->octave_tables = octave.tables;
   job->octave_scale = octave.scale;
   job->octave_floor_term = octave.floor_term;
+  job->scaled_table = octave.scaled_table;
   std::copy(octave.coef, octave.coef + 6, job->octave_coef);
 }
 
@@ -1455,6 +1848,11 @@ void SetOctavePow(float p, OctaveConsts* out) {
   }
   for (int e = 0; e < 256; ++e) out->scale[e] = std::exp2(pd * (e - 127));
   out->floor_term = 2.0 * std::exp2(-15.0 * pd);
+  for (int e = 118; e <= 125; ++e) {
+    const float v = static_cast<float>(std::exp2(pd * (e - 125)));
+    out->scaled_table[e & 7] = v;
+    out->scaled_table[(e & 7) + 8] = v;
+  }
   // The interpolant of (1 + t)^p at the Chebyshev nodes of [0, 1], by
   // Gaussian elimination with partial pivoting on the Vandermonde system.
   constexpr int kN = 6;
@@ -1624,6 +2022,9 @@ absl::Status RunMse(const MseRequest& request, const ExecOptions& exec,
       if (internal_cpu::OctaveExponentOk(e)) {
         internal_cpu::SetOctavePow(e, &octave);
         internal_cpu::UseOctavePow(octave, &job);
+        job.scaled = request.whole_search && job.lean &&
+                     internal_cpu::ScaledTermsOk(request.spec,
+                                                 request.has_global_scale);
         job.bound_rho = octave.bound + internal_cpu::kApproxFloatRun * 0x1p-24;
         job.bound_tau = 0x1p-125;
         job.fallback_rho = approx_rho;
@@ -1780,6 +2181,10 @@ void SimdPowNormForTest(FloatFormat format, const float* a, int64_t n,
     job.pow_table_wide = table->wide.data();
   }
   internal_cpu::DispatchPowNorm(job, a, n, out);
+}
+
+void SetMseScaledRefineForTest(bool enabled) {
+  internal_cpu::g_scaled_refine.store(enabled, std::memory_order_relaxed);
 }
 
 void SimdGridForTest(QuantKind kind, const float* in, int64_t n,

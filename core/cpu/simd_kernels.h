@@ -123,6 +123,14 @@ absl::Status SimdQuantErrorStats(const TensorView& x, const TileGrid& grid,
 void SimdPowNormForTest(FloatFormat format, const float* a, int64_t n,
                         float exponent, float* out);
 
+// SetMseScaledRefineForTest(false) makes SimdMseErrorBounds return the
+// scaled terms' brackets (float32, symmetric integer grids of at most 4
+// bits) even where they leave a decision of the step-by-step search open,
+// so that tests see them; true restores the default, which recomputes such
+// units with the tighter windowed terms. Process-wide: call it only while
+// no kernel runs.
+void SetMseScaledRefineForTest(bool enabled);
+
 // SimdGridForTest writes the MSE kernel's RoundToQuantGrid(in[i], kind) on
 // the active target, for tests.
 void SimdGridForTest(QuantKind kind, const float* in, int64_t n, float* out);

@@ -401,16 +401,17 @@ struct OctaveCoefsV {
 // This form replaces kN vectors a[k] by their terms, stage by stage: the
 // vectors' chains are independent, and written one after the other they
 // kept the out-of-order window waiting (int8 channel ~17% slower).
-template <size_t kN, class DF>
-HWY_INLINE void OctavePowV(DF df, hn::Vec<DF>* a,
-                           const OctaveTableV<DF>& table,
+// WindowPowV is OctavePowV with the table lookup given: lookup(bits of a)
+// returns the lanes' table values.
+template <size_t kN, class DF, class Lookup>
+HWY_INLINE void WindowPowV(DF df, hn::Vec<DF>* a, const Lookup& lookup,
                            const OctaveCoefsV<DF>& c) {
   const hn::RebindToSigned<DF> di;
   using V = hn::Vec<DF>;
   V scale[kN], t[kN];
   Unroll<kN>([&](auto k) {
     const auto bits = hn::BitCast(di, a[k]);
-    scale[k] = Lookup16V(df, hn::ShiftRight<23>(bits), table);
+    scale[k] = lookup(bits);
     // t = m - 1, exact.
     t[k] = hn::Sub(
         hn::BitCast(df, hn::Or(hn::And(bits, hn::Set(di, 0x007FFFFF)),
@@ -427,6 +428,18 @@ HWY_INLINE void OctavePowV(DF df, hn::Vec<DF>* a,
         hn::Add(hn::Add(p01, hn::Mul(t2, p23)), hn::Mul(t4, p45));
     a[k] = hn::Mul(poly, scale[k]);
   });
+}
+
+template <size_t kN, class DF>
+HWY_INLINE void OctavePowV(DF df, hn::Vec<DF>* a,
+                           const OctaveTableV<DF>& table,
+                           const OctaveCoefsV<DF>& c) {
+  WindowPowV<kN>(
+      df, a,
+      [&](hn::Vec<hn::RebindToSigned<DF>> bits) {
+        return Lookup16V(df, hn::ShiftRight<23>(bits), table);
+      },
+      c);
 }
 
 template <class DF>

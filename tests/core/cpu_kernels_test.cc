@@ -517,6 +517,136 @@ TEST(CpuKernelsTest, MseErrorsMatchReference) {
   }
 }
 
+// Scaled terms (float32, symmetric integer grids of at most 4 bits; see
+// ScaledRowSums in core/cpu/mse_kernels.cc): with the refinement off every
+// bracket holds its exact error on every target, for weights, multiples of
+// a step that put quotients on half-integers (ties), uniform values (many
+// clamped elements), several exponents and shrink factors down to 0.3 (and
+// int8, which keeps the windowed terms); with the refinement on, a unit
+// whose scaled brackets leave the search's replay open gets the windowed
+// terms' brackets, narrower (so both kinds are used, and differ).
+TEST(CpuKernelsTest, ScaledTermBracketsHoldTheExactErrors) {
+  std::vector<float> shrink;
+  for (int i = 0; i < 20; ++i) shrink.push_back(ShrinkFactor(i, 100.0));
+  std::vector<float> deep = shrink;
+  for (float p : {0.7f, 0.5f, 0.3f}) deep.push_back(p);
+  const std::vector<SpecCase> specs = {
+      {"int4_sym", QuantSpecFor(false, 4, true), false},
+      {"int2_sym", QuantSpecFor(false, 2, true), false},
+      {"int8_sym", QuantSpecFor(false, 8, true), false},  // not scaled
+  };
+  const std::vector<GridCase> grids = {
+      {"group128_4x512", Grid(4, 512, 1, 128)},
+      {"group16_3x64", Grid(3, 64, 1, 16)},
+      {"channel_2x300", Grid(2, 300, 1, 300)},
+      {"block_9x50_4x16", Grid(9, 50, 4, 16)},
+  };
+  enum class Kind { kWeights, kTies, kUniform };
+  int case_index = 0, refined = 0;
+  for (int64_t target : SimdTargets()) {
+    ScopedSimdTarget scoped(target);
+    for (const SpecCase& sc : specs) {
+      const bool scaled = sc.spec.q_max <= 8.0f;
+      double widest = 0.0;  // relative to the error, scaled brackets
+      for (const GridCase& gc : grids) {
+        const TileGrid& g = gc.grid;
+        for (Kind kind : {Kind::kWeights, Kind::kTies, Kind::kUniform}) {
+          ++case_index;
+          Tensor data = Tensor::Zeros(DType::kF32, {g.rows, g.cols}).value();
+          std::mt19937 rng(static_cast<uint32_t>(case_index));
+          std::normal_distribution<float> normal(0.0f, 0.02f);
+          std::uniform_int_distribution<int> step(-15, 15);
+          std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+          float* v = data.mutable_data_as<float>();
+          for (int64_t k = 0; k < g.rows * g.cols; ++k) {
+            v[k] = kind == Kind::kWeights ? normal(rng) * (k % 997 == 0 ? 8 : 1)
+                   : kind == Kind::kTies  ? 0.01f * static_cast<float>(step(rng))
+                                          : uniform(rng);
+          }
+          std::vector<float> all_min, all_max;
+          int64_t bad;
+          RunMinMax(false, data, g, FloatFormat::kF32, NonFinitePolicy::kError,
+                    1, &all_min, &all_max, &bad);
+          std::vector<int64_t> units(g.num_units());
+          for (int64_t u = 0; u < g.num_units(); ++u) units[u] = u;
+          for (float norm : {2.4f, 1.5f, 4.4f}) {
+            for (const std::vector<float>* sh : {&shrink, &deep}) {
+              SCOPED_TRACE(absl::StrCat(SimdTargetName(target), " ", sc.name,
+                                        " ", gc.name, " kind ",
+                                        static_cast<int>(kind), " norm ", norm,
+                                        " shrink ", sh->size()));
+              MseRequest req = MakeMseRequest(
+                  data, g, FloatFormat::kF32, NonFinitePolicy::kError, sc,
+                  norm, units, all_min, all_max, *sh, 1.0f);
+              req.whole_search = true;  // (scaled terms only then)
+              const size_t nc = sh->size(), n = units.size() * nc;
+              std::vector<float> exact(n);
+              ExecOptions exec;
+              exec.threads = 2;
+              ASSERT_TRUE(SimdMseErrors(req, exec, exact.data()).ok());
+              std::vector<float> lo(n), hi(n), lo2(n), hi2(n);
+              std::vector<uint64_t> keys(n), keys2(n);
+              SetMseScaledRefineForTest(false);
+              const absl::Status s1 = SimdMseErrorBounds(
+                  req, exec, MseBoundsOutput{lo.data(), hi.data(), keys.data()});
+              SetMseScaledRefineForTest(true);
+              const absl::Status s2 = SimdMseErrorBounds(
+                  req, exec,
+                  MseBoundsOutput{lo2.data(), hi2.data(), keys2.data()});
+              ASSERT_TRUE(s1.ok() && s2.ok());
+              for (size_t k = 0; k < n; ++k) {
+                ASSERT_TRUE(lo[k] <= exact[k] && exact[k] <= hi[k] &&
+                            lo2[k] <= exact[k] && exact[k] <= hi2[k])
+                    << "unit " << k / nc << " candidate " << k % nc << ": "
+                    << exact[k] << " in [" << lo[k] << ", " << hi[k]
+                    << "] and [" << lo2[k] << ", " << hi2[k] << "]";
+                if (exact[k] > 1e-30f) {
+                  widest = std::max(
+                      widest, (static_cast<double>(hi[k]) - lo[k]) / exact[k]);
+                }
+              }
+              // The replay of MseSearch from its start on one unit.
+              auto open = [&](const std::vector<float>& l,
+                              const std::vector<float>& h, size_t u) {
+                float best_lo = std::numeric_limits<float>::max();
+                float best_hi = best_lo;
+                int64_t best = -1;
+                for (size_t c = 0; c < nc; ++c) {
+                  const size_t k = u * nc + c;
+                  if (best >= 0 && keys[k] == keys[u * nc + best]) continue;
+                  if (h[k] < best_lo) {
+                    best = static_cast<int64_t>(c);
+                    best_lo = l[k];
+                    best_hi = h[k];
+                  } else if (!(l[k] >= best_hi)) {
+                    return true;
+                  }
+                }
+                return false;
+              };
+              for (size_t u = 0; u < units.size(); ++u) {
+                if (!scaled || !open(lo, hi, u)) continue;
+                ++refined;
+                bool narrower = false;
+                for (size_t c = 0; c < nc; ++c) {
+                  const size_t k = u * nc + c;
+                  ASSERT_LE(hi2[k] - lo2[k], hi[k] - lo[k]) << "unit " << u;
+                  narrower = narrower || hi2[k] - lo2[k] < hi[k] - lo[k];
+                }
+                ASSERT_TRUE(narrower) << "unit " << u;
+              }
+            }
+          }
+        }
+      }
+      std::printf("%s %s: widest bracket %.3g of its error\n",
+                  SimdTargetName(target).c_str(), sc.name.c_str(), widest);
+    }
+  }
+  std::printf("units refined: %d\n", refined);
+  EXPECT_GT(refined, 0);
+}
+
 TEST(CpuKernelsTest, MseErrorsExtremeRangesAndNonFiniteInErrorMode) {
   // +-max ranges (asymmetric scales overflow to infinity: 0 * inf = NaN
   // inside fake quantization), tiny ranges (scale = eps), and non-finite

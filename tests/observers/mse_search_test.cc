@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/backend.h"
+#include "core/cpu/simd_kernels.h"
 #include "core/element_access.h"
 #include "core/float_convert.h"
 #include "core/quant_math.h"
@@ -262,6 +263,8 @@ struct SearchCase {
   double norm;
   // Whether the search on bounds asks for exact errors (-1: not checked).
   int expect_exact = 0;
+  // The data's seed (0: the next of the test's sequence).
+  uint32_t seed = 0;
 };
 
 // Runs MseSearch on an f32 tensor with `ops` (one call per grid column, as
@@ -323,6 +326,13 @@ TEST(MseSearchTest, SearchOnBoundsEqualsSearchOnExactErrors) {
   const std::vector<SearchCase> ordinary = {
       {"int8_channel", int8, 24, 300, 1, 300, false, 0.02f, 2.4},
       {"int4_group128", int4, 16, 512, 1, 128, false, 0.02f, 2.4},
+      // Calls of 512 units: one speculative chunk of every step, where
+      // float32 int4 takes the scaled terms (whole_search). Of its 1024
+      // units, decisions the windowed terms cannot settle need exact
+      // errors (two units with this seed; 31 with the scaled brackets
+      // alone, below).
+      {"int4_group128_512_units", int4, 512, 256, 1, 128, false, 0.02f, 2.4,
+       -1, 7},
       {"int4_asym_group32", int4_asym, 8, 200, 1, 32, false, 0.02f, 2.4},
       {"nvfp4", fp4, 16, 256, 1, 16, true, 0.02f, 2.4},
       {"fp8_block", fp8, 20, 70, 8, 16, false, 1.0f, 2.4},
@@ -345,7 +355,8 @@ TEST(MseSearchTest, SearchOnBoundsEqualsSearchOnExactErrors) {
   uint32_t seed = 100;
   for (bool is_hard : {false, true}) {
     for (const SearchCase& c : is_hard ? hard : ordinary) {
-      Tensor x = RandomTensor(DType::kF32, {c.rows, c.cols}, ++seed,
+      Tensor x = RandomTensor(DType::kF32, {c.rows, c.cols},
+                              c.seed != 0 ? c.seed : ++seed,
                               c.data_scale == 0.0f ? 1.0f : c.data_scale,
                               !is_hard);
       if (c.data_scale == 0.0f) {
@@ -369,6 +380,20 @@ TEST(MseSearchTest, SearchOnBoundsEqualsSearchOnExactErrors) {
         } else if (c.expect_exact == 1) {
           EXPECT_GT(exact_units_asked.load(), 0);
         }
+        // The scaled terms' own brackets (float32 int4), without the
+        // kernel's refinement of units they leave open: the search takes
+        // exact errors there and still chooses what the exact search does.
+        SetMseScaledRefineForTest(false);
+        exact_units_asked = 0;
+        const std::vector<float> raw = Search(CountingBackend(), x, c, threads);
+        SetMseScaledRefineForTest(true);
+        for (size_t k = 0; k < want.size(); ++k) {
+          ASSERT_EQ(FloatToBits(raw[k]), FloatToBits(want[k])) << k;
+        }
+        std::printf("%s, %d threads, scaled brackets alone: exact errors of "
+                    "%lld units\n",
+                    c.name.c_str(), threads,
+                    static_cast<long long>(exact_units_asked.load()));
       }
     }
   }
