@@ -189,7 +189,8 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
     if (!use_bounds || exact_slot[u] >= 0) {
       const float* err =
           use_bounds
-              ? exact.data() + static_cast<size_t>(exact_slot[u]) * steps + first
+              ? exact.data() +
+                    static_cast<size_t>(exact_slot[u]) * steps + first
               : errors.data() + base;
       for (; step < count; ++step) {
         const float e = err[step];

@@ -680,9 +680,11 @@ HWY_NOINLINE void OctaveRowSums(const MseJob& job,
 // different sides of a half-integer the two distances to the grid differ by
 // at most twice their sum; the reference's roundings of q s and fq - x add
 // 2^-24 (Q + D), the subtraction u - q here (exact unless a clamped u is
-// more than twice q) 2^-24 D; capping |d| = 1/2 below 2^-1 adds 2^-25. By the mean value
-// theorem and Hölder's inequality the n terms then move by at most
-//   p eta sum (|d| + eta)^(p - 1) <= p eta n^(1/p) (S^(1/p) + n^(1/p) eta)^(p - 1)
+// more than twice q) 2^-24 D; capping |d| = 1/2 below 2^-1 adds 2^-25.
+// By the mean value theorem and Hölder's inequality the n terms then move
+// by at most
+//   p eta sum (|d| + eta)^(p - 1)
+//     <= p eta n^(1/p) (S^(1/p) + n^(1/p) eta)^(p - 1)
 // for S = sum |d|^p, i.e. relative to S by
 //   rho_H = p eta t (1 + eta t)^(p - 1),  t = (n / S)^(1/p),
 // which is largest for the smallest S among the row's candidates. Terms
@@ -751,7 +753,8 @@ HWY_NOINLINE void ScaledRowSums(const MseJob& job, const float* HWY_RESTRICT x,
     return;
   }
   static thread_local ScaledScratch s;
-  const int64_t padded = (n + kErrorSumLanes - 1) / kErrorSumLanes * kErrorSumLanes;
+  const int64_t padded =
+      (n + kErrorSumLanes - 1) / kErrorSumLanes * kErrorSumLanes;
   const int64_t cpad = (nc + kShrinkPad - 1) / kShrinkPad * kShrinkPad;
   if (s.small_size < padded) {
     s.small = hwy::AllocateAligned<float>(padded);
@@ -783,7 +786,8 @@ HWY_NOINLINE void ScaledRowSums(const MseJob& job, const float* HWY_RESTRICT x,
     if (!hn::AllTrue(df, small)) {
       for (int64_t k = i; k < i + static_cast<int64_t>(kNF); ++k) {
         s.big[nb] = x[k];
-        nb += static_cast<int64_t>(x[k] <= t_lo) | static_cast<int64_t>(x[k] >= t_hi);
+        nb += static_cast<int64_t>(x[k] <= t_lo) |
+              static_cast<int64_t>(x[k] >= t_hi);
       }
     }
   }
@@ -822,7 +826,8 @@ HWY_NOINLINE void ScaledRowSums(const MseJob& job, const float* HWY_RESTRICT x,
     // terms (at most 16: the float32 runs' bound), and the lanes of all
     // candidates are added in double at the end, instead of a reduction per
     // candidate. Four vectors per iteration, stage by stage.
-    if (static_cast<int64_t>(s.lanes.size()) < cpad * static_cast<int64_t>(kNF)) {
+    const int64_t lanes = cpad * static_cast<int64_t>(kNF);
+    if (static_cast<int64_t>(s.lanes.size()) < lanes) {
       s.lanes.resize(cpad * kNF);
     }
     for (int64_t c = 0; c < nc; ++c) {
@@ -832,7 +837,9 @@ HWY_NOINLINE void ScaledRowSums(const MseJob& job, const float* HWY_RESTRICT x,
       int64_t i = 0;
       for (; i + 4 * static_cast<int64_t>(kNF) <= padded; i += 4 * kNF) {
         hn::Vec<DF> e[4];
-        Unroll<4>([&](auto k) { e[k] = small_error(s.small.get() + i + k * kNF, r); });
+        Unroll<4>([&](auto k) {
+          e[k] = small_error(s.small.get() + i + k * kNF, r);
+        });
         simd::WindowPowV<4>(df, e, lookup8, coef);
         run0 = hn::Add(run0, hn::Add(e[0], e[2]));
         run1 = hn::Add(run1, hn::Add(e[1], e[3]));
@@ -1956,6 +1963,18 @@ std::shared_ptr<const PowTable> GetPowTable(FloatFormat format,
   return table;
 }
 
+// Points the job at the cached table of `format` and `exponent` (f16/bf16;
+// nothing for float32: nullptr) and returns it, to be held while the job
+// runs.
+std::shared_ptr<const PowTable> UsePowTable(FloatFormat format,
+                                            float exponent, MseJob* job) {
+  if (format == FloatFormat::kF32) return nullptr;
+  std::shared_ptr<const PowTable> table = GetPowTable(format, exponent);
+  job->pow_table = table->values.data();
+  job->pow_table_wide = table->wide.data();
+  return table;
+}
+
 }  // namespace
 }  // namespace internal_cpu
 
@@ -1988,12 +2007,8 @@ absl::Status RunMse(const MseRequest& request, const ExecOptions& exec,
                  : e == 3.0f ? internal_cpu::PowMode::kCube
                  : e == 0.5f ? internal_cpu::PowMode::kSqrt
                              : internal_cpu::PowMode::kGeneral;
-  std::shared_ptr<const internal_cpu::PowTable> table;
-  if (request.format != FloatFormat::kF32) {
-    table = internal_cpu::GetPowTable(request.format, e);
-    job.pow_table = table->values.data();
-    job.pow_table_wide = table->wide.data();
-  }
+  const std::shared_ptr<const internal_cpu::PowTable> table =
+      internal_cpu::UsePowTable(request.format, e, &job);
   job.global_scale = request.global_scale;
   job.unit_min = request.unit_min.data();
   job.unit_max = request.unit_max.data();
@@ -2171,15 +2186,11 @@ void SimdCandidateParamsForTest(FloatFormat format, const QuantSpec& spec,
 
 void SimdPowNormForTest(FloatFormat format, const float* a, int64_t n,
                         float exponent, float* out) {
-  std::shared_ptr<const internal_cpu::PowTable> table;
   internal_cpu::MseJob job;
   job.format = format;
   job.norm_exponent = exponent;
-  if (format != FloatFormat::kF32) {
-    table = internal_cpu::GetPowTable(format, exponent);
-    job.pow_table = table->values.data();
-    job.pow_table_wide = table->wide.data();
-  }
+  const std::shared_ptr<const internal_cpu::PowTable> table =
+      internal_cpu::UsePowTable(format, exponent, &job);
   internal_cpu::DispatchPowNorm(job, a, n, out);
 }
 

@@ -560,9 +560,13 @@ TEST(CpuKernelsTest, ScaledTermBracketsHoldTheExactErrors) {
           std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
           float* v = data.mutable_data_as<float>();
           for (int64_t k = 0; k < g.rows * g.cols; ++k) {
-            v[k] = kind == Kind::kWeights ? normal(rng) * (k % 997 == 0 ? 8 : 1)
-                   : kind == Kind::kTies  ? 0.01f * static_cast<float>(step(rng))
-                                          : uniform(rng);
+            if (kind == Kind::kWeights) {
+              v[k] = normal(rng) * (k % 997 == 0 ? 8 : 1);
+            } else if (kind == Kind::kTies) {
+              v[k] = 0.01f * static_cast<float>(step(rng));
+            } else {
+              v[k] = uniform(rng);
+            }
           }
           std::vector<float> all_min, all_max;
           int64_t bad;
@@ -589,7 +593,8 @@ TEST(CpuKernelsTest, ScaledTermBracketsHoldTheExactErrors) {
               std::vector<uint64_t> keys(n), keys2(n);
               SetMseScaledRefineForTest(false);
               const absl::Status s1 = SimdMseErrorBounds(
-                  req, exec, MseBoundsOutput{lo.data(), hi.data(), keys.data()});
+                  req, exec,
+                  MseBoundsOutput{lo.data(), hi.data(), keys.data()});
               SetMseScaledRefineForTest(true);
               const absl::Status s2 = SimdMseErrorBounds(
                   req, exec,

@@ -537,7 +537,8 @@ TEST(Bf16Test, LeanQuotientMatchesDivision) {
         ++checked;
         if (std::fabs(static_cast<double>(x) / s) >= 0x1p-126) {
           if (FloatToBits(got) != FloatToBits(want)) ++mismatches;
-        } else if (!(std::fabs(got) < 0x1p-120f && std::fabs(want) < 0x1p-120f &&
+        } else if (!(std::fabs(got) < 0x1p-120f &&
+                     std::fabs(want) < 0x1p-120f &&
                      std::signbit(got) == std::signbit(want))) {
           ++mismatches;
         }
