@@ -171,7 +171,8 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
     const size_t base = static_cast<size_t>(j * count);
     int64_t best = best_step[u];
     float best_l = best_lo[u], best_h = best_hi[u];
-    uint64_t mask = 0;  // improvements, bit s: step s (count <= 64)
+    // Exact errors' improvements, bit s: step s (count <= 64).
+    uint64_t mask = 0;
     // Records an improvement at step s (a chunk longer than the masks is
     // never speculative: no call stops inside it).
     auto flag = [&](int64_t s) {
@@ -214,11 +215,7 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
           best_h = hi[o];
           key = keys[o];
           best = first + step;
-          if (count <= 64) {
-            mask |= uint64_t{1} << step;
-          } else {
-            flag(step);
-          }
+          flag(step);
         } else if (!(lo[o] >= best_h)) {
           break;  // open
         }

@@ -764,7 +764,7 @@ HWY_NOINLINE void ScaledRowSums(const MseJob& job, const float* HWY_RESTRICT x,
   if (static_cast<int64_t>(s.recip.size()) < cpad) {
     s.scale.resize(cpad);
     s.recip.resize(cpad);
-    s.lanes.resize(cpad);
+    s.lanes.resize(cpad * kNF);  // a vector per candidate (short rows), s^p
     s.small_sum.resize(cpad);
     s.big_sum.resize(cpad);
     s.spow.resize(cpad);
@@ -804,6 +804,13 @@ HWY_NOINLINE void ScaledRowSums(const MseJob& job, const float* HWY_RESTRICT x,
   const double q_abs = std::max(-q_min, q_max);
   const double d_max =
       std::max(0.5, u_max - std::min<double>(q_max, -q_min));
+  // The big elements' window: the 16 octaves below their largest |d|.
+  const int top = OctaveTop(static_cast<float>(d_max * (1.0 + 0x1p-20)));
+  if (nb > 0 && !(top >= 0 && d_max < 0x1p100)) {
+    OctaveRowSums<QuantKind::kInt, false, true>(job, x, n, consts, sums,
+                                                term_kinds, rho);
+    return;
+  }
   const simd::OctaveCoefsV<DF> coef = MakeOctaveCoefs(job);
 
   // The small elements, candidate by candidate.
@@ -826,10 +833,6 @@ HWY_NOINLINE void ScaledRowSums(const MseJob& job, const float* HWY_RESTRICT x,
     // terms (at most 16: the float32 runs' bound), and the lanes of all
     // candidates are added in double at the end, instead of a reduction per
     // candidate. Four vectors per iteration, stage by stage.
-    const int64_t lanes = cpad * static_cast<int64_t>(kNF);
-    if (static_cast<int64_t>(s.lanes.size()) < lanes) {
-      s.lanes.resize(cpad * kNF);
-    }
     for (int64_t c = 0; c < nc; ++c) {
       if (SameAsPrevious(consts, c)) continue;
       const auto r = hn::Set(df, s.recip[c]);
@@ -861,34 +864,22 @@ HWY_NOINLINE void ScaledRowSums(const MseJob& job, const float* HWY_RESTRICT x,
       s.small_sum[c] = sum;
     }
   } else {
-  for (int64_t c = 0; c < nc; ++c) {
-    if (SameAsPrevious(consts, c)) {
-      s.small_sum[c] = s.small_sum[c - 1];
-      continue;
+    for (int64_t c = 0; c < nc; ++c) {
+      if (SameAsPrevious(consts, c)) {
+        s.small_sum[c] = s.small_sum[c - 1];
+        continue;
+      }
+      const auto r = hn::Set(df, s.recip[c]);
+      s.small_sum[c] = FloatRunSumWith(
+          s.small.get(), padded,
+          [&](const float* at) { return small_error(at, r); },
+          [&](auto count, hn::Vec<DF>* e) {
+            simd::WindowPowV<count>(df, e, lookup8, coef);
+          });
     }
-    const auto r = hn::Set(df, s.recip[c]);
-    s.small_sum[c] = FloatRunSumWith(
-        s.small.get(), padded,
-        [&](const float* at) {
-          const auto u = hn::Mul(hn::Load(df, at), r);
-          const auto bits =
-              hn::And(hn::BitCast(di, hn::Sub(u, hn::Round(u))), abs_mask);
-          return hn::BitCast(df, hn::Min(hn::Max(bits, floor_bits), cap_bits));
-        },
-        [&](auto count, hn::Vec<DF>* e) {
-          simd::WindowPowV<count>(df, e, lookup8, coef);
-        });
-  }
   }
 
   // The big elements, across the candidates (lanes), clamped.
-  const int top = OctaveTop(static_cast<float>(d_max * (1.0 + 0x1p-20)));
-  const bool big_window = top >= 0 && d_max < 0x1p100;
-  if (nb > 0 && !big_window) {
-    OctaveRowSums<QuantKind::kInt, false, true>(job, x, n, consts, sums,
-                                                term_kinds, rho);
-    return;
-  }
   double big_floor = 0.0;
   if (nb > 0) {
     const OctaveWindow w = MakeOctaveWindow(job, top);
