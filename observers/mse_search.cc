@@ -165,13 +165,13 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
   // error < best; with bounds, a candidate with the best's key (equal
   // errors) did not improve, a bracket entirely below the best's did, one
   // entirely at or above it did not, and anything else is open. The unit's
-  // state stays in locals for the steps (branch-free for exact errors), and
-  // its improvements are flagged afterwards.
+  // state stays in locals for the steps (branch-free but for the open
+  // decisions), and its improvements are flagged afterwards.
   auto replay = [&](int64_t u, int64_t j, int64_t from) {
     const size_t base = static_cast<size_t>(j * count);
     int64_t best = best_step[u];
     float best_l = best_lo[u], best_h = best_hi[u];
-    // Exact errors' improvements, bit s: step s (count <= 64).
+    // The improvements, bit s: step s (count <= 64).
     uint64_t mask = 0;
     // Records an improvement at step s (a chunk longer than the masks is
     // never speculative: no call stops inside it).
@@ -206,18 +206,24 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
       }
       best_l = best_h;
     } else {
+      // Branches only on the rare open decision (the outcomes are data,
+      // mispredicted as branches).
       uint64_t key = best_key[u];
+      bool has_best = best >= 0;
       for (; step < count; ++step) {
         const size_t o = base + static_cast<size_t>(step);
-        if (best >= 0 && keys[o] == key) continue;
-        if (hi[o] < best_l) {
-          best_l = lo[o];
-          best_h = hi[o];
-          key = keys[o];
-          best = first + step;
+        const bool same = has_best && keys[o] == key;
+        const bool better = !same && hi[o] < best_l;
+        if (!same && !better && !(lo[o] >= best_h)) break;  // open
+        best_l = better ? lo[o] : best_l;
+        best_h = better ? hi[o] : best_h;
+        key = better ? keys[o] : key;
+        best = better ? first + step : best;
+        has_best |= better;
+        if (count <= 64) {
+          mask |= static_cast<uint64_t>(better) << step;
+        } else if (better) {
           flag(step);
-        } else if (!(lo[o] >= best_h)) {
-          break;  // open
         }
       }
       best_key[u] = key;

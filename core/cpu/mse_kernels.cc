@@ -700,15 +700,54 @@ constexpr int32_t kScaledCapBits = 0x3EFFFFFF;
 
 // The 8-entry window table (job.scaled_table repeats it to 16 entries, so
 // Lookup16V reads it on the targets that hold 16 lanes or gather).
+// The exponents looked up are 118 .. 125 (>= 0): vpermps reads an index's
+// low 3 bits (low 4 with 16 lanes), so x86 needs no mask.
 HWY_INLINE hn::Vec<DF> Lookup8V(DF df, hn::Vec<hn::RebindToSigned<DF>> e,
                                 const simd::OctaveTableV<DF>& t) {
 #if HWY_TARGET == HWY_AVX2
-  const hn::RebindToSigned<DF> di;
-  return hn::TableLookupLanes(
-      t.v[0], hn::IndicesFromVec(df, hn::And(e, hn::Set(di, 7))));
+  (void)df;
+  return hn::Vec<DF>{_mm256_permutevar8x32_ps(t.v[0].raw, e.raw)};
+#elif HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  (void)df;
+  return hn::Vec<DF>{_mm512_permutexvar_ps(e.raw, t.v[0].raw)};
 #else
   return simd::Lookup16V(df, e, t);
 #endif
+}
+
+// Adds the small elements' terms of kN vectors of |d| (clamped to the
+// window) to runs[k]: WindowPowV's polynomial in fused multiply-adds, the
+// table value's product fused into the sum. A fused operation rounds once
+// where WindowPowV's multiplication and addition round twice, so every term
+// passes fewer roundings than OctavePowV's bound counts, and the float32
+// runs' bound holds as before; a target without FMA (MulAdd is then a
+// multiplication and an addition) computes other bits within the same
+// bounds. (Brackets only decide what the exact errors would: they need not
+// be the same bits on every target.)
+template <size_t kN>
+HWY_INLINE void AddScaledTermsV(DF df, const hn::Vec<DF>* a,
+                                const simd::OctaveTableV<DF>& t8,
+                                const simd::OctaveCoefsV<DF>& c,
+                                hn::Vec<DF>* runs) {
+  const hn::RebindToSigned<DF> di;
+  hn::Vec<DF> scale[kN], t[kN];
+  Unroll<kN>([&](auto k) {
+    const auto bits = hn::BitCast(di, a[k]);
+    scale[k] = Lookup8V(df, hn::ShiftRight<23>(bits), t8);
+    t[k] = hn::Sub(
+        hn::BitCast(df, hn::Or(hn::And(bits, hn::Set(di, 0x007FFFFF)),
+                               hn::Set(di, 0x3F800000))),
+        hn::Set(df, 1.0f));
+  });
+  Unroll<kN>([&](auto k) {
+    const auto t2 = hn::Mul(t[k], t[k]);
+    const auto t4 = hn::Mul(t2, t2);
+    const auto p01 = hn::MulAdd(t[k], c.c1, c.c0);
+    const auto p23 = hn::MulAdd(t[k], c.c3, c.c2);
+    const auto p45 = hn::MulAdd(t[k], c.c5, c.c4);
+    const auto poly = hn::MulAdd(t4, p45, hn::MulAdd(t2, p23, p01));
+    runs[k] = hn::MulAdd(poly, scale[k], runs[k]);
+  });
 }
 
 // An upper bound on x^e for x > 0, e > 0 (within ~10% of it), without a
@@ -759,7 +798,7 @@ HWY_NOINLINE void ScaledRowSums(const MseJob& job, const float* HWY_RESTRICT x,
   if (s.small_size < padded) {
     s.small = hwy::AllocateAligned<float>(padded);
     s.small_size = padded;
-    s.big.resize(padded);
+    s.big.resize(padded + kNF);
   }
   if (static_cast<int64_t>(s.recip.size()) < cpad) {
     s.scale.resize(cpad);
@@ -784,11 +823,9 @@ HWY_NOINLINE void ScaledRowSums(const MseJob& job, const float* HWY_RESTRICT x,
     amax = hn::Max(amax, hn::Abs(v));
     hn::Store(hn::IfThenElseZero(small, v), df, s.small.get() + i);
     if (!hn::AllTrue(df, small)) {
-      for (int64_t k = i; k < i + static_cast<int64_t>(kNF); ++k) {
-        s.big[nb] = x[k];
-        nb += static_cast<int64_t>(x[k] <= t_lo) |
-              static_cast<int64_t>(x[k] >= t_hi);
-      }
+      // (big holds kNF more: CompressStore may write a whole vector.)
+      nb += static_cast<int64_t>(
+          hn::CompressStore(v, hn::Not(small), df, s.big.data() + nb));
     }
   }
   const float a = hn::GetLane(hn::MaxOfLanes(df, amax));
@@ -829,39 +866,42 @@ HWY_NOINLINE void ScaledRowSums(const MseJob& job, const float* HWY_RESTRICT x,
     return hn::BitCast(df, hn::Min(hn::Max(bits, floor_bits), cap_bits));
   };
   if (padded <= 16 * static_cast<int64_t>(kNF)) {
-    // Short rows (W4A16's groups): each lane of one float32 vector sums its
-    // terms (at most 16: the float32 runs' bound), and the lanes of all
-    // candidates are added in double at the end, instead of a reduction per
-    // candidate. Four vectors per iteration, stage by stage.
+    // Short rows (W4A16's groups): each lane of four float32 vectors sums
+    // its terms (at most 16 in all: the float32 runs' bound), the four are
+    // added, and the lanes of all candidates are added in double at the
+    // end, instead of a reduction per candidate. Four vectors per
+    // iteration, stage by stage.
     for (int64_t c = 0; c < nc; ++c) {
       if (SameAsPrevious(consts, c)) continue;
       const auto r = hn::Set(df, s.recip[c]);
-      auto run0 = hn::Zero(df), run1 = hn::Zero(df);
+      hn::Vec<DF> runs[4] = {hn::Zero(df), hn::Zero(df), hn::Zero(df),
+                             hn::Zero(df)};
       int64_t i = 0;
       for (; i + 4 * static_cast<int64_t>(kNF) <= padded; i += 4 * kNF) {
         hn::Vec<DF> e[4];
         Unroll<4>([&](auto k) {
           e[k] = small_error(s.small.get() + i + k * kNF, r);
         });
-        simd::WindowPowV<4>(df, e, lookup8, coef);
-        run0 = hn::Add(run0, hn::Add(e[0], e[2]));
-        run1 = hn::Add(run1, hn::Add(e[1], e[3]));
+        AddScaledTermsV<4>(df, e, t8, coef, runs);
       }
       for (; i < padded; i += kNF) {
-        hn::Vec<DF> e[1] = {small_error(s.small.get() + i, r)};
-        simd::WindowPowV<1>(df, e, lookup8, coef);
-        run0 = hn::Add(run0, e[0]);
+        const hn::Vec<DF> e[1] = {small_error(s.small.get() + i, r)};
+        AddScaledTermsV<1>(df, e, t8, coef, runs);
       }
-      hn::StoreU(hn::Add(run0, run1), df, s.lanes.data() + c * kNF);
+      hn::StoreU(hn::Add(hn::Add(runs[0], runs[2]), hn::Add(runs[1], runs[3])),
+                 df, s.lanes.data() + c * kNF);
     }
     for (int64_t c = 0; c < nc; ++c) {
       if (SameAsPrevious(consts, c)) {
         s.small_sum[c] = s.small_sum[c - 1];
         continue;
       }
-      double sum = 0.0;
-      for (size_t k = 0; k < kNF; ++k) sum += s.lanes[c * kNF + k];
-      s.small_sum[c] = sum;
+      // (A double holds a sum of 16 float32 values to within 2^-49 of
+      // it, in any order: within the rounding slack FinishUnitErrors adds.)
+      const auto v = hn::LoadU(df, s.lanes.data() + c * kNF);
+      auto sum = hn::PromoteTo(dd, Part<0>(v));
+      if constexpr (kParts == 2) sum = hn::Add(sum, hn::PromoteTo(dd, Part<1>(v)));
+      s.small_sum[c] = hn::GetLane(hn::SumOfLanes(dd, sum));
     }
   } else {
     for (int64_t c = 0; c < nc; ++c) {
@@ -1347,10 +1387,10 @@ void MseImpl(const MseJob& job) {
   };
   // One row of listed unit i (whose constants are in s): every candidate's
   // row sum into out[ncand], term_kinds flags into term_kinds[ncand].
-  auto do_row = [&](RowSumsFn fn, int64_t i, int64_t row_in_unit, Scratch& s,
-                    double* out, uint8_t* term_kinds) {
-    const int64_t u = job.units[i];
-    const int64_t ti = u / gc, tj = u % gc;
+  // (ti, tj: the unit's tile row and column.)
+  auto do_row = [&](RowSumsFn fn, int64_t i, int64_t ti, int64_t tj,
+                    int64_t row_in_unit, Scratch& s, double* out,
+                    uint8_t* term_kinds) {
     const int64_t r = g.row_begin(ti) + row_in_unit;
     const int64_t c0 = g.col_begin(tj), n = g.col_end(tj) - c0;
     const int64_t begin = r * g.cols + c0;
@@ -1411,18 +1451,23 @@ void MseImpl(const MseJob& job) {
                   for (int64_t pos = begin; pos < end; ++pos) {
                     const int64_t i = order[pos];
                     UnitConsts<F>(job, i, s.consts.data());
-                    const int64_t rows = unit_rows(i);
+                    // (One division per unit: they cost ~2% of W4A16.)
+                    const int64_t ti = job.units[i] / gc;
+                    const int64_t tj = job.units[i] - ti * gc;
+                    const int64_t rows = g.row_end(ti) - g.row_begin(ti);
+                    const int64_t cols = g.col_end(tj) - g.col_begin(tj);
                     auto unit = [&](RowSumsFn fn) {
                       std::fill(s.total.begin(), s.total.end(), 0.0);
                       std::fill(s.term_kinds.begin(), s.term_kinds.end(), 0);
                       s.scaled_rho = 0.0;
                       for (int64_t k = 0; k < rows; ++k) {
-                        do_row(fn, i, k, s, s.row.data(), s.term_kinds.data());
+                        do_row(fn, i, ti, tj, k, s, s.row.data(),
+                               s.term_kinds.data());
                         for (int64_t c = 0; c < ncand; ++c) {
                           s.total[c] += s.row[c];
                         }
                       }
-                      FinishUnitErrors<F>(job, i, rows * unit_cols(i),
+                      FinishUnitErrors<F>(job, i, rows * cols,
                                           s.consts.data(), s.total.data(),
                                           s.term_kinds.data(), s.scaled_rho);
                     };
@@ -1457,7 +1502,8 @@ void MseImpl(const MseJob& job) {
                     UnitConsts<F>(job, i, s.consts.data());
                     consts_of = i;
                   }
-                  do_row(row_sums, i, item - start[i], s,
+                  do_row(row_sums, i, job.units[i] / gc, job.units[i] % gc,
+                         item - start[i], s,
                          sums.data() + item * ncand,
                          term_kinds.data() + item * ncand);
                 }
