@@ -734,10 +734,7 @@ HWY_INLINE void AddScaledTermsV(DF df, const hn::Vec<DF>* a,
   Unroll<kN>([&](auto k) {
     const auto bits = hn::BitCast(di, a[k]);
     scale[k] = Lookup8V(df, hn::ShiftRight<23>(bits), t8);
-    t[k] = hn::Sub(
-        hn::BitCast(df, hn::Or(hn::And(bits, hn::Set(di, 0x007FFFFF)),
-                               hn::Set(di, 0x3F800000))),
-        hn::Set(df, 1.0f));
+    t[k] = simd::MantissaMinusOneV(df, bits);
   });
   Unroll<kN>([&](auto k) {
     const auto t2 = hn::Mul(t[k], t[k]);
