@@ -209,17 +209,15 @@ absl::Status MseSearch(const Observation& obs, const MseSearchOptions& options,
       // Branches only on the rare open decision (the outcomes are data,
       // mispredicted as branches).
       uint64_t key = best_key[u];
-      bool has_best = best >= 0;
       for (; step < count; ++step) {
         const size_t o = base + static_cast<size_t>(step);
-        const bool same = has_best && keys[o] == key;
+        const bool same = best >= 0 && keys[o] == key;
         const bool better = !same && hi[o] < best_l;
         if (!same && !better && !(lo[o] >= best_h)) break;  // open
         best_l = better ? lo[o] : best_l;
         best_h = better ? hi[o] : best_h;
         key = better ? keys[o] : key;
         best = better ? first + step : best;
-        has_best |= better;
         if (count <= 64) {
           mask |= static_cast<uint64_t>(better) << step;
         } else if (better) {

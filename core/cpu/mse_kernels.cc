@@ -699,9 +699,9 @@ constexpr int32_t kScaledFloorBits = (kScaledTop - 7) << 23;
 constexpr int32_t kScaledCapBits = 0x3EFFFFFF;
 
 // The 8-entry window table (job.scaled_table repeats it to 16 entries, so
-// Lookup16V reads it on the targets that hold 16 lanes or gather).
-// The exponents looked up are 118 .. 125 (>= 0): vpermps reads an index's
-// low 3 bits (low 4 with 16 lanes), so x86 needs no mask.
+// that 16-lane permutes and Lookup16V's gathers read it too). The
+// exponents looked up are 118 .. 125 (>= 0): vpermps reads an index's low
+// 3 bits (low 4 with 16 lanes), so x86 needs no mask.
 HWY_INLINE hn::Vec<DF> Lookup8V(DF df, hn::Vec<hn::RebindToSigned<DF>> e,
                                 const simd::OctaveTableV<DF>& t) {
 #if HWY_TARGET == HWY_AVX2

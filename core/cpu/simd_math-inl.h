@@ -387,6 +387,18 @@ struct OctaveCoefsV {
   hn::Vec<DF> c0, c1, c2, c3, c4, c5;
 };
 
+// MantissaMinusOneV is t = m - 1 (exact) for the float32 values of bit
+// patterns `bits` (a = 2^(E - 127) m, m in [1, 2)): OctavePowV's variable.
+template <class DF>
+HWY_INLINE hn::Vec<DF> MantissaMinusOneV(
+    DF df, hn::Vec<hn::RebindToSigned<DF>> bits) {
+  const hn::RebindToSigned<DF> di;
+  return hn::Sub(
+      hn::BitCast(df, hn::Or(hn::And(bits, hn::Set(di, 0x007FFFFF)),
+                             hn::Set(di, 0x3F800000))),
+      hn::Set(df, 1.0f));
+}
+
 // OctavePowV approximates a^p / 2^(p (top - 127)) in float32 for the MSE
 // search's certified fast path (core/cpu/mse_kernels.cc), for a normal
 // float a whose biased exponent E lies in [top - 15, top]: with
@@ -401,18 +413,6 @@ struct OctaveCoefsV {
 // This form replaces kN vectors a[k] by their terms, stage by stage: the
 // vectors' chains are independent, and written one after the other they
 // kept the out-of-order window waiting (int8 channel ~17% slower).
-// MantissaMinusOneV is t = m - 1 (exact) for the float32 values of bit
-// patterns `bits` (a = 2^(E - 127) m, m in [1, 2)): OctavePowV's variable.
-template <class DF>
-HWY_INLINE hn::Vec<DF> MantissaMinusOneV(
-    DF df, hn::Vec<hn::RebindToSigned<DF>> bits) {
-  const hn::RebindToSigned<DF> di;
-  return hn::Sub(
-      hn::BitCast(df, hn::Or(hn::And(bits, hn::Set(di, 0x007FFFFF)),
-                             hn::Set(di, 0x3F800000))),
-      hn::Set(df, 1.0f));
-}
-
 // WindowPowV is OctavePowV with the table lookup given: lookup(bits of a)
 // returns the lanes' table values.
 template <size_t kN, class DF, class Lookup>
